@@ -1,0 +1,89 @@
+"""Value objects that cross the domain's ports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A validated, authorized publish waiting to be committed (it has no ``seq`` yet)."""
+
+    channel: str
+    type: str
+    data: JsonObject
+    sender: str
+    client_msg_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A committed event. ``seq`` is its gapless position in ``channel`` (1, 2, 3, ...).
+
+    ``ts`` is the commit time in milliseconds since the Unix epoch.
+    """
+
+    id: str
+    channel: str
+    seq: int
+    type: str
+    data: JsonObject
+    sender: str
+    ts: int
+    client_msg_id: str | None = None
+
+    def wire(self) -> JsonObject:
+        """The event as clients see it (socket ``event`` payload and REST items)."""
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "seq": self.seq,
+            "type": self.type,
+            "data": self.data,
+            "sender": self.sender,
+            "ts": self.ts,
+            "client_msg_id": self.client_msg_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """The outcome of one publish: the stored event, and whether it was stored before."""
+
+    event: Event
+    duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelBounds:
+    """What the store holds of a channel.
+
+    ``head`` is the last committed ``seq`` (0 for a channel never published to).
+    ``first`` is the lowest ``seq`` still retained; ``head + 1`` when nothing is
+    retained. A client that saw ``since`` can be recovered from the store
+    exactly when ``first - 1 <= since <= head``.
+    """
+
+    head: int
+    first: int
+
+    def can_recover(self, since: int) -> bool:
+        return self.first - 1 <= since <= self.head
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling, as proven by a verified JWT."""
+
+    sub: str
+    channels: tuple[str, ...] = ()
+    role: str | None = None
+    expires_at: float | None = None
+    info: JsonObject = field(default_factory=dict)
+
+    @property
+    def is_server(self) -> bool:
+        return self.role == "server"

@@ -1,0 +1,145 @@
+"""The ports of the domain. Adapters subclass these explicitly.
+
+Every method's docstring is its contract; the suites in ``tests/contract/`` hold
+every adapter to it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from .models import Appended, ChannelBounds, Event, NewEvent
+
+
+class EventStore(Protocol):
+    """Durable, per-channel ordered event log.
+
+    Adapters: ``PostgresEventStore`` (asyncpg) and ``SqliteEventStore`` (aiosqlite).
+    Any method may raise ``StoreUnavailable`` when the database cannot be
+    reached; nothing is then committed.
+    """
+
+    async def start(self) -> None:
+        """Connect (or open the pool) and apply pending migrations. Idempotent."""
+
+    async def close(self) -> None:
+        """Release connections. Idempotent; the store is unusable afterwards."""
+
+    async def append(self, batch: Sequence[NewEvent]) -> list[Appended]:
+        """Commit ``batch`` in one transaction and return one result per item, aligned.
+
+        * Atomic: either every new event of the batch is committed or none is
+          (then ``StoreUnavailable`` is raised).
+        * Ordered and gapless: the new events of a channel get the next
+          ``seq`` values after the channel's head, contiguous, in batch order,
+          even when several writers (processes) append to the same channel
+          concurrently. A ``seq`` is never reused.
+        * Idempotent: an item whose ``(channel, client_msg_id)`` is already
+          stored, or appears earlier in the same batch, stores nothing; its
+          result is the original event with ``duplicate=True``.
+        * ``id`` and ``ts`` (commit time, ms since epoch) are assigned here.
+        """
+
+    async def read(
+        self,
+        channel: str,
+        *,
+        after: int = 0,
+        before: int | None = None,
+        limit: int,
+    ) -> list[Event]:
+        """The oldest ``limit`` retained events with ``after < seq`` (and ``seq < before``), ascending."""
+
+    async def read_last(
+        self,
+        channel: str,
+        *,
+        before: int | None = None,
+        limit: int,
+    ) -> list[Event]:
+        """The newest ``limit`` retained events (with ``seq < before``), returned ascending."""
+
+    async def bounds(self, channel: str) -> ChannelBounds:
+        """Head and first retained ``seq`` of ``channel`` (``ChannelBounds(0, 1)`` if unknown)."""
+
+    async def heads(self, channels: Sequence[str]) -> dict[str, int]:
+        """Head ``seq`` of each channel (0 for unknown ones), in one round trip."""
+
+    async def prune(
+        self,
+        namespace: str,
+        *,
+        max_age_seconds: float | None = None,
+        max_events: int | None = None,
+    ) -> int:
+        """Delete events of channels in ``namespace`` older than ``max_age_seconds``
+        and/or beyond the newest ``max_events`` per channel. Heads never move
+        back: a pruned channel keeps its ``last_seq``. Returns rows deleted."""
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the database answers a trivial query."""
+
+
+class BrokerListener(Protocol):
+    """What a broker calls back into (the fan-out)."""
+
+    def on_message(self, channel: str, payload: bytes) -> None:
+        """A message published to ``channel``. Called from the broker's listener
+        task, in the order the broker delivered them; must not block or raise."""
+
+    def on_resubscribed(self) -> None:
+        """The connection was lost and re-established and every channel is
+        subscribed again: messages published meanwhile may be lost, so the
+        listener should fill gaps from the store. Must not block or raise."""
+
+
+class Broker(Protocol):
+    """Cross-instance pub/sub, one broker channel per Switchboard channel.
+
+    Adapters: ``RedisBroker`` (redis-py asyncio pub/sub) and ``MemoryBroker``
+    (one process). Delivery is at-most-once: the store, not the broker, is the
+    source of truth, and the fan-out fills any gap from it.
+    """
+
+    async def start(self, listener: BrokerListener) -> None:
+        """Connect and start the listener task that calls ``listener``."""
+
+    async def close(self) -> None:
+        """Stop the listener task (cancelled and awaited) and disconnect. Idempotent."""
+
+    async def subscribe(self, channel: str) -> None:
+        """Start receiving ``channel``. When this returns, every message
+        published to it afterwards (by any instance) will reach the listener
+        while the connection holds. Subscribing twice is a no-op."""
+
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel``; no message published after this returns
+        reaches the listener. Unsubscribing an unknown channel is a no-op."""
+
+    async def publish(self, messages: Sequence[tuple[str, bytes]]) -> None:
+        """Publish ``(channel, payload)`` pairs in order, pipelined in one round
+        trip where the backend allows. Raises ``BrokerUnavailable`` on failure."""
+
+    async def ping(self) -> None:
+        """Raise ``BrokerUnavailable`` unless the broker answers."""
+
+
+class Delivery(Protocol):
+    """How the fan-out hands events to local connections (provided by ``server/``).
+
+    Each connection receives what is sent to it in call order; ``broadcast``
+    encodes the event once for all members of the channel.
+    """
+
+    async def broadcast(self, channel: str, event: Event) -> None:
+        """Send ``event`` to every local connection that joined ``channel``."""
+
+    async def send(self, conn_id: str, event: Event) -> None:
+        """Send ``event`` to one connection (recovery replay)."""
+
+    async def join(self, conn_id: str, channel: str) -> None:
+        """Make ``conn_id`` a member of ``channel`` for later broadcasts."""
+
+    async def leave(self, conn_id: str, channel: str) -> None:
+        """Stop broadcasts of ``channel`` to ``conn_id``."""

@@ -1,0 +1,119 @@
+"""The rules every adapter shares, so that they only move rows.
+
+Both adapters run an ``AppendPlan`` inside their transaction: look up the
+batch's stored ``(channel, client_msg_id)`` keys, plan, advance each channel's
+head by its count of new events, then let the plan number the events. So
+idempotency, in-batch repeats and contiguous ``seq`` assignment are decided in
+one place. Argument checks and value encoding live here too.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+
+from ..codec import dumps
+from ..errors import AppError, ErrorCode
+from ..models import Appended, Event, JsonObject, NewEvent
+
+Key = tuple[str, str]
+
+# "no upper bound" for reads, as a value both databases index well
+MAX_SEQ = 2**63 - 1
+
+
+def upper_bound(before: int | None) -> int:
+    return MAX_SEQ if before is None else before
+
+
+def wants_prune(max_age_seconds: float | None, max_events: int | None) -> bool:
+    """Whether a prune has anything to do; ``ValueError`` on a negative limit."""
+    if (max_events is not None and max_events < 0) or (
+        max_age_seconds is not None and max_age_seconds < 0
+    ):
+        raise ValueError("max_events and max_age_seconds must not be negative")
+    return max_age_seconds is not None or max_events is not None
+
+
+def idempotency_keys(batch: Sequence[NewEvent]) -> list[Key]:
+    """Distinct ``(channel, client_msg_id)`` pairs of ``batch``, to look up before writing."""
+    keys = ((item.channel, item.client_msg_id) for item in batch if item.client_msg_id is not None)
+    return list(dict.fromkeys(keys))
+
+
+def new_event_id() -> str:
+    return str(uuid.uuid4())
+
+
+def encode_data(data: JsonObject) -> str:
+    """``data`` as JSON text for the database; ``AppError(bad_request)`` if it is not JSON."""
+    try:
+        return dumps(data).decode()
+    except TypeError as exc:  # orjson: integers beyond 64 bits, lone surrogates, non-JSON types
+        raise AppError(ErrorCode.BAD_REQUEST, f"event data is not storable JSON: {exc}") from exc
+
+
+class AppendPlan:
+    """Which items of a batch are new, and which repeat a stored or an earlier item.
+
+    ``fresh`` holds the items to store, in batch order; ``counts`` how many of
+    them each channel gets, sorted by channel name (the order heads are locked in).
+    """
+
+    def __init__(self, batch: Sequence[NewEvent], stored: Mapping[Key, Event]) -> None:
+        self.fresh: list[NewEvent] = []
+        # per batch item: the stored event it repeats, or its index in ``fresh``
+        self._slots: list[Event | int] = []
+        self._repeats: list[bool] = []
+        seen: dict[Key, int] = {}
+        for item in batch:
+            key = None if item.client_msg_id is None else (item.channel, item.client_msg_id)
+            if key is not None and key in stored:
+                self._add(stored[key], repeat=True)
+            elif key is not None and key in seen:
+                self._add(seen[key], repeat=True)
+            else:
+                if key is not None:
+                    seen[key] = len(self.fresh)
+                self._add(len(self.fresh), repeat=False)
+                self.fresh.append(item)
+        self.counts = dict(sorted(Counter(item.channel for item in self.fresh).items()))
+
+    def _add(self, slot: Event | int, *, repeat: bool) -> None:
+        self._slots.append(slot)
+        self._repeats.append(repeat)
+
+    def events(
+        self,
+        heads: Mapping[str, int],
+        ts: int,
+        new_id: Callable[[], str] = new_event_id,
+    ) -> list[Event]:
+        """Number ``fresh`` given each channel's head *after* advancing it by ``counts``."""
+        next_seq = {channel: heads[channel] - n + 1 for channel, n in self.counts.items()}
+        created: list[Event] = []
+        for item in self.fresh:
+            seq = next_seq[item.channel]
+            next_seq[item.channel] = seq + 1
+            created.append(
+                Event(
+                    id=new_id(),
+                    channel=item.channel,
+                    seq=seq,
+                    type=item.type,
+                    data=item.data,
+                    sender=item.sender,
+                    ts=ts,
+                    client_msg_id=item.client_msg_id,
+                )
+            )
+        return created
+
+    def results(self, created: Sequence[Event]) -> list[Appended]:
+        """One ``Appended`` per batch item, aligned with the batch."""
+        out: list[Appended] = []
+        for slot, repeat in zip(self._slots, self._repeats):
+            event = slot if isinstance(slot, Event) else created[slot]
+            out.append(Appended(event, duplicate=repeat))
+        return out

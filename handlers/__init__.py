@@ -1,0 +1,1 @@
+"""Thin transport adapters: validate (pydantic), call channels/, map results and errors."""

@@ -1,0 +1,114 @@
+"""Pydantic wire models: what clients send and what they get back.
+
+Inputs are strict (no "5" -> 5 coercion on sockets) and forbid unknown fields,
+so malformed calls fail with ``bad_request`` naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+Seq = Annotated[int, Field(ge=0)]
+Limit = Annotated[int, Field(ge=1, le=10_000)]
+
+
+class _SocketIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class SubscribeIn(_SocketIn):
+    channel: str
+    since: Seq | None = None
+
+
+class UnsubscribeIn(_SocketIn):
+    channel: str
+
+
+class PublishIn(_SocketIn):
+    channel: str
+    type: EventType
+    data: dict[str, Any]
+    client_msg_id: ClientMsgId | None = None
+
+
+class HistoryIn(_SocketIn):
+    channel: str
+    after: Seq | None = None
+    before: Annotated[int, Field(ge=1)] | None = None
+    limit: Limit = 100
+
+
+# -- REST ------------------------------------------------------------------
+
+
+class PublishBody(BaseModel):
+    """``POST /channels/{channel}/events``; the ``Idempotency-Key`` header may carry ``client_msg_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: EventType
+    data: dict[str, Any]
+    client_msg_id: ClientMsgId | None = None
+
+
+class HistoryQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: Seq | None = None
+    before: Annotated[int, Field(ge=1)] | None = None
+    limit: Limit = 100
+
+
+class SyncBody(BaseModel):
+    """``POST /sync``: the last seq the client holds for each channel (0 for none)."""
+
+    model_config = ConfigDict(extra="forbid")
+    channels: dict[str, Seq]
+
+
+class EventOut(BaseModel):
+    id: str
+    channel: str
+    seq: int
+    type: str
+    data: dict[str, Any]
+    sender: str
+    ts: int
+    client_msg_id: str | None = None
+
+
+class PublishOut(BaseModel):
+    seq: int
+    id: str
+    duplicate: bool
+
+
+class HistoryOut(BaseModel):
+    events: list[EventOut]
+    head: int
+    first: int = Field(description="lowest seq still retained; older events were pruned")
+    next_after: int | None = Field(description="pass as ?after= for the next page; null at the head")
+
+
+class SyncChannelOut(BaseModel):
+    events: list[EventOut]
+    head: int
+    recovered: bool
+    has_more: bool
+
+
+class SyncOut(BaseModel):
+    channels: dict[str, SyncChannelOut]
+
+
+class Problem(BaseModel):
+    """``application/problem+json`` (RFC 9457) with Switchboard's error ``code``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    code: str

@@ -1,0 +1,1 @@
+"""The Switchboard process: config, app factory, lifecycle, auth, routes, CLI."""

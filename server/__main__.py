@@ -1,0 +1,108 @@
+"""Command line: ``python -m server serve | migrate | token``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from .config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("server")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m server", description="Switchboard real-time event server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server (settings from SWITCHBOARD_* variables)")
+    serve.add_argument("--host", help="bind address (default SWITCHBOARD_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default SWITCHBOARD_PORT, PORT or 8080)")
+    sub.add_parser("migrate", help="apply pending database migrations and exit")
+    token = sub.add_parser("token", help="print a JWT signed with the configured secret")
+    token.add_argument("--sub", required=True, help="user id (the 'sub' claim)")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (default 3600)")
+    token.add_argument("--channels", nargs="*", default=[], metavar="GLOB",
+                       help="channel globs the token may use, e.g. 'chat:*'")
+    token.add_argument("--role", choices=["server"], help="'server' may publish anywhere")
+    token.add_argument("--info", type=json.loads, default=None, help="JSON object shown in presence")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+        from .logs import configure_logging
+
+        configure_logging(settings.log_level)
+        if args.command == "serve":
+            return _serve(settings, args.host, args.port)
+        if args.command == "migrate":
+            return asyncio.run(_migrate(settings))
+        return _token(settings, args)
+    except ConfigError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+    from aiohttp import web
+
+    from .app import create_app
+    from .logs import AccessLogger
+
+    _install_uvloop()
+    if host is not None or port is not None:
+        settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    try:
+        app = create_app(settings)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    log.info("store %s, broker %s", _scheme(settings.database_url), _scheme(settings.redis_url))
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log_class=AccessLogger,
+        shutdown_timeout=settings.shutdown_timeout,
+        print=lambda msg: log.info("%s", msg.strip()),
+    )
+    return 0
+
+
+async def _migrate(settings: Settings) -> int:
+    from channels.store import open_store
+
+    store = open_store(settings.database_url)
+    await store.start()
+    await store.close()
+    print(f"migrations applied to {_scheme(settings.database_url)} store")
+    return 0
+
+
+def _token(settings: Settings, args: argparse.Namespace) -> int:
+    from .auth import mint_token
+
+    if args.info is not None and not isinstance(args.info, dict):
+        raise ConfigError("--info must be a JSON object")
+    print(mint_token(settings, args.sub, ttl=args.ttl, channels=args.channels, role=args.role, info=args.info))
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""``create_app(settings)``: builds every runtime object; nothing lives at module level."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from channels.broker import open_broker
+from channels.fanout import Fanout
+from channels.models import Event, Principal
+from channels.namespaces import NamespaceRules
+from channels.relay import BrokerRelay
+from channels.service import ChannelService, ServiceLimits
+from channels.store import open_store
+from channels.store.writer import GroupCommitWriter
+from handlers.sockets import SocketHandlers
+
+from . import keys
+from .auth import TokenVerifier, handshake_token
+from .config import Settings
+from .lifecycle import add_lifecycle
+from .middleware import auth_middleware, cors_middleware, problem_middleware
+from .routes import add_routes
+from .sockets import SocketDelivery, build_sio
+
+
+def create_app(settings: Settings) -> web.Application:
+    """The whole server as an aiohttp application; resources start in its cleanup contexts."""
+    rules = NamespaceRules.load(settings.channels_config, payload_cap=settings.max_payload_bytes)
+    verifier = TokenVerifier(settings)
+    store = open_store(settings.database_url, **_store_options(settings))
+    broker = open_broker(settings.redis_url, prefix=settings.redis_prefix)
+    sio = build_sio(settings)
+    fanout = Fanout(
+        store,
+        broker,
+        SocketDelivery(sio),
+        gap_timeout=settings.gap_timeout_ms / 1000,
+        recovery_max_events=settings.recovery_max_events,
+    )
+    relay = BrokerRelay(broker)
+
+    def on_commit(events: list[Event]) -> None:
+        fanout.on_local_commit(events)
+        relay.push(events)
+
+    writer = GroupCommitWriter(
+        store, max_batch=settings.writer_max_batch, max_pending=settings.writer_max_pending, on_commit=on_commit
+    )
+    limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels)
+    service = ChannelService(store, writer, fanout, rules, limits)
+
+    def authenticate(auth: object, environ: Mapping[str, Any]) -> Principal:
+        return verifier.verify(handshake_token(auth, environ))
+
+    sockets = SocketHandlers(service, authenticate)
+    sockets.register(sio)
+
+    app = web.Application(
+        middlewares=[cors_middleware(settings.cors_origins), problem_middleware, auth_middleware(verifier)],
+        client_max_size=settings.transport_max_message_bytes,
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.STORE] = store
+    app[keys.BROKER] = broker
+    app[keys.SERVICE] = service
+    app[keys.VERIFIER] = verifier
+    app[keys.SIO] = sio
+    app[keys.SOCKETS] = sockets
+    sio.attach(app)
+    add_routes(app)
+    add_lifecycle(app, store=store, broker=broker, fanout=fanout, relay=relay, writer=writer)
+    return app
+
+
+def _store_options(settings: Settings) -> dict[str, Any]:
+    if settings.database_url.startswith(("postgresql:", "postgres:")):
+        return {"min_size": settings.db_pool_min, "max_size": settings.db_pool_max}
+    return {}

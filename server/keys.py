@@ -1,0 +1,21 @@
+"""Typed application keys: how handlers and lifecycle reach the app's objects."""
+
+from __future__ import annotations
+
+import socketio
+from aiohttp import web
+
+from channels.ports import Broker, EventStore
+from channels.service import ChannelService
+from handlers.sockets import SocketHandlers
+
+from .auth import TokenVerifier
+from .config import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", EventStore)
+BROKER = web.AppKey("broker", Broker)
+SERVICE = web.AppKey("service", ChannelService)
+VERIFIER = web.AppKey("verifier", TokenVerifier)
+SIO = web.AppKey("sio", socketio.AsyncServer)
+SOCKETS = web.AppKey("sockets", SocketHandlers)

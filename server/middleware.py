@@ -1,0 +1,102 @@
+"""Request middleware: problem+json errors, bearer authentication, CORS."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from channels.errors import AppError, ErrorCode
+from handlers.rest import PRINCIPAL
+from handlers.schemas import Problem
+
+from .auth import TokenVerifier, bearer_token
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+STATUS = {
+    ErrorCode.BAD_REQUEST: 400,
+    ErrorCode.INVALID_CHANNEL: 400,
+    ErrorCode.MISSING_TOKEN: 401,
+    ErrorCode.INVALID_TOKEN: 401,
+    ErrorCode.TOKEN_EXPIRED: 401,
+    ErrorCode.PERMISSION_DENIED: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.NOT_SUBSCRIBED: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.UNAVAILABLE: 503,
+}
+_HTTP_CODES = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}
+
+
+def problem(error: AppError) -> web.Response:
+    status = STATUS[error.code]
+    body = Problem(title=error.code.value.replace("_", " "), status=status, detail=error.message, code=error.code.value)
+    response = web.Response(body=body.model_dump_json().encode(), status=status, content_type="application/problem+json")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = f'Bearer error="{error.code.value}"'
+    return response
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error under ``/api/`` becomes problem+json with a code; nothing leaks a traceback."""
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    try:
+        return await handler(request)
+    except AppError as exc:
+        log.log(logging.WARNING if exc.temporary else logging.INFO,
+                "%s %s -> %s (%s)", request.method, request.path, exc.code, exc.message)
+        return problem(exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
+        return _with_status(problem(AppError(code, exc.reason)), exc.status)
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return problem(AppError(ErrorCode.INTERNAL, "internal error"))
+
+
+def _with_status(response: web.Response, status: int) -> web.Response:
+    response.set_status(status)
+    return response
+
+
+def auth_middleware(verifier: TokenVerifier) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Verify ``Authorization: Bearer`` on every ``/api/v1`` route."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/v1/") and request.method != "OPTIONS":
+            request[PRINCIPAL] = verifier.verify(bearer_token(request.headers.get("Authorization")))
+        return await handler(request)
+
+    return middleware
+
+
+def cors_middleware(origins: list[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """CORS for browser REST clients from ``SWITCHBOARD_CORS_ORIGINS`` (``*`` for any)."""
+    allow_any = origins == ["*"]
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        origin = request.headers.get("Origin")
+        allowed = origin is not None and (allow_any or origin in origins) and request.path.startswith("/api/")
+        if allowed and request.method == "OPTIONS":
+            response: web.StreamResponse = web.Response(status=204)
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, Idempotency-Key"
+            response.headers["Access-Control-Max-Age"] = "600"
+        else:
+            response = await handler(request)
+        if allowed and origin is not None:
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware

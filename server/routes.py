@@ -1,0 +1,21 @@
+"""URL routes of the REST API."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from handlers.rest import RestHandlers, health_handlers
+
+from . import keys
+
+API = "/api/v1"
+
+
+def add_routes(app: web.Application) -> None:
+    rest = RestHandlers(app[keys.SERVICE])
+    healthz, readyz = health_handlers(app[keys.STORE], app[keys.BROKER])
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get(API + "/channels/{channel}/events", rest.history)
+    app.router.add_post(API + "/channels/{channel}/events", rest.publish)
+    app.router.add_post(API + "/sync", rest.sync)

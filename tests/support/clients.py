@@ -1,0 +1,64 @@
+"""A real Socket.IO client (python-socketio ``AsyncClient``) that records what it receives."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import socketio
+
+
+@dataclass
+class Recorder:
+    """Everything one client received, by kind."""
+
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
+    connect_errors: list[Any] = field(default_factory=list)
+    disconnects: int = 0
+
+    def seqs(self, channel: str) -> list[int]:
+        return [e["seq"] for e in self.events[channel]]
+
+    async def wait_for_seq(self, channel: str, seq: int, timeout: float = 15) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            got = self.events[channel]
+            if got and got[-1]["seq"] >= seq:
+                return
+            await asyncio.sleep(0.01)
+        have = self.seqs(channel)
+        raise AssertionError(f"{channel}: waited for seq {seq}, last is {have[-1] if have else None} ({len(have)} events)")
+
+
+def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, Recorder]:
+    rec = recorder or Recorder()
+    client = socketio.AsyncClient(reconnection=False)
+
+    @client.on("event")
+    async def on_event(data: dict[str, Any]) -> None:
+        rec.events[data["channel"]].append(data)
+
+    @client.on("connect_error")
+    async def on_connect_error(data: Any) -> None:
+        rec.connect_errors.append(data)
+
+    @client.on("disconnect")
+    async def on_disconnect(*_: Any) -> None:
+        rec.disconnects += 1
+
+    return client, rec
+
+
+async def connect(url: str, token: str | None, recorder: Recorder | None = None, **kwargs: Any) -> tuple[socketio.AsyncClient, Recorder]:
+    client, rec = new_client(recorder)
+    auth = {"token": token} if token is not None else None
+    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10, **kwargs)
+    return client, rec
+
+
+async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = 10) -> Any:
+    """Emit with an ack and return the ack payload."""
+    return await client.call(event, args[0] if len(args) == 1 else args, timeout=timeout) if args else await client.call(event, timeout=timeout)
