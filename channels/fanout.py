@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,7 +231,7 @@ class Fanout(BrokerListener):
 
     # -- events in ----------------------------------------------------------
 
-    def on_local_commit(self, events: list[Event]) -> None:
+    def on_local_commit(self, events: Sequence[Event]) -> None:
         """Events this instance just committed (the writer's on_commit hook)."""
         for event in events:
             state = self._states.get(event.channel)

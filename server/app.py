@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     relay = BrokerRelay(broker)
 
-    def on_commit(events: list[Event]) -> None:
+    def on_commit(events: Sequence[Event]) -> None:
         fanout.on_local_commit(events)
         relay.push(events)
 

@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import jwt
+import jwt.types
 
 from channels.errors import AppError, ErrorCode
 from channels.models import Principal
@@ -33,7 +34,7 @@ class TokenVerifier:
         self._issuer = settings.jwt_issuer
         self._leeway = settings.jwt_leeway_seconds
         required = ["sub", "exp"] if settings.jwt_require_exp else ["sub"]
-        self._options: dict[str, Any] = {"require": required, "verify_aud": self._audience is not None}
+        self._options: jwt.types.Options = {"require": required, "verify_aud": self._audience is not None}
 
     def verify(self, token: str | None) -> Principal:
         """The principal a token proves, or ``AppError`` with missing_token / invalid_token / token_expired."""

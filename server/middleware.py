@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from channels.errors import AppError, ErrorCode
 from handlers.rest import PRINCIPAL
@@ -67,7 +68,7 @@ def _with_status(response: web.Response, status: int) -> web.Response:
     return response
 
 
-def auth_middleware(verifier: TokenVerifier) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(verifier: TokenVerifier) -> Middleware:
     """Verify ``Authorization: Bearer`` on every ``/api/v1`` route."""
 
     @web.middleware
@@ -79,7 +80,7 @@ def auth_middleware(verifier: TokenVerifier) -> Callable[[web.Request, Handler],
     return middleware
 
 
-def cors_middleware(origins: list[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def cors_middleware(origins: list[str]) -> Middleware:
     """CORS for browser REST clients from ``SWITCHBOARD_CORS_ORIGINS`` (``*`` for any)."""
     allow_any = origins == ["*"]
 

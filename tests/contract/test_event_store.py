@@ -115,7 +115,8 @@ async def test_two_store_instances_append_gapless(store: EventStore, store_url: 
 
 
 async def test_mixed_channels_in_one_batch_are_independent(store: EventStore) -> None:
-    results = await store.append([new("a:1", 1), new("b:1", 1), new("a:1", 2), new("c:1"), new("b:1", 2)])
+    batch = [new("a:1", 1), new("b:1", 1), new("a:1", 2), new("c:1"), new("b:1", 2)]
+    results = await store.append(batch)
     assert [(r.event.channel, r.event.seq) for r in results] == [
         ("a:1", 1), ("b:1", 1), ("a:1", 2), ("c:1", 1), ("b:1", 2),
     ]
@@ -160,7 +161,9 @@ async def test_crossing_multi_channel_batches_neither_deadlock_nor_gap(
     assert "Deadlock" not in caplog.text
 
 
-async def test_prune_while_appending_keeps_a_contiguous_tail(store: EventStore, store_url: str) -> None:
+async def test_prune_while_appending_keeps_a_contiguous_tail(
+    store: EventStore, store_url: str
+) -> None:
     other = open_store(store_url)
     await other.start()
 
@@ -196,7 +199,8 @@ async def test_same_client_msg_id_returns_the_original(store: EventStore) -> Non
 
 
 async def test_repeat_within_one_batch_maps_to_first_occurrence(store: EventStore) -> None:
-    results = await store.append([new(n=1, cmid="k"), new(n=2), new(n=3, cmid="k"), new(n=4, cmid="j")])
+    batch = [new(n=1, cmid="k"), new(n=2), new(n=3, cmid="k"), new(n=4, cmid="j")]
+    results = await store.append(batch)
     assert [r.duplicate for r in results] == [False, False, True, False]
     assert results[2].event == results[0].event
     assert [r.event.seq for r in results] == [1, 2, 1, 3]
@@ -214,11 +218,15 @@ async def test_same_client_msg_id_in_other_channel_is_another_event(store: Event
     assert not c.duplicate and c.event.seq == 1
 
 
-async def test_concurrent_retries_with_one_client_msg_id_store_once(store: EventStore, store_url: str) -> None:
+async def test_concurrent_retries_with_one_client_msg_id_store_once(
+    store: EventStore, store_url: str
+) -> None:
     other = open_store(store_url)
     await other.start()
     try:
-        batches = [s.append([new(n=i), new(cmid="retry")]) for i in range(6) for s in (store, other)]
+        batches = [
+            s.append([new(n=i), new(cmid="retry")]) for i in range(6) for s in (store, other)
+        ]
         results = await asyncio.gather(*batches)
     finally:
         await other.close()
@@ -257,7 +265,8 @@ async def test_bounds_and_heads(store: EventStore) -> None:
     await store.append([new("chat:x"), new("chat:x"), new("chat:y")])
     b = await store.bounds("chat:x")
     assert (b.head, b.first) == (2, 1) and b.can_recover(0)
-    assert await store.heads(["chat:x", "chat:y", "chat:z"]) == {"chat:x": 2, "chat:y": 1, "chat:z": 0}
+    heads = await store.heads(["chat:x", "chat:y", "chat:z"])
+    assert heads == {"chat:x": 2, "chat:y": 1, "chat:z": 0}
 
 
 async def test_data_round_trip(store: EventStore) -> None:
@@ -505,7 +514,13 @@ async def test_writer_bounded_queue_and_bad_input(store: EventStore) -> None:
     assert info.value.code is ErrorCode.UNAVAILABLE and info.value.temporary
     await writer.start()
     await asyncio.gather(*tasks)
-    for bad in (new(data={"x": "nul\x00"}), new(data={"big": 2**70}), new(cmid="\x00"), new(data={"s": "\ud800"})):
+    bad_items = [
+        new(data={"x": "nul\x00"}),
+        new(data={"big": 2**70}),
+        new(cmid="\x00"),
+        new(data={"s": "\ud800"}),
+    ]
+    for bad in bad_items:
         with pytest.raises(AppError) as info:
             await writer.submit(bad)
         assert info.value.code is ErrorCode.BAD_REQUEST

@@ -128,3 +128,39 @@ async def test_rest_publish_reaches_socket_subscribers_on_other_instance(cluster
     await rec.wait_for_seq(CHANNEL, created["seq"])
     assert [e["data"] for e in rec.events[CHANNEL]] == [{"via": "rest"}]
     await sub.disconnect()
+
+
+async def test_subscribers_miss_nothing_when_an_instance_loses_its_redis_connection(
+    cluster: ServerFactory, redis_url: str
+) -> None:
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    name = f"sbtest-{uuid.uuid4().hex[:8]}"
+    a = await cluster.start()
+    b = await cluster.start(SWITCHBOARD_REDIS_URL=f"{redis_url}?client_name={name}")
+    sub, rec = await connect(b.url, token())
+    await call(sub, "subscribe", {"channel": CHANNEL})
+    publisher, _ = await connect(a.url, token("pub"))
+    admin = aioredis.Redis.from_url(redis_url)
+    kills = 0
+
+    async def kill_b_connections() -> None:
+        nonlocal kills
+        for _ in range(5):
+            await asyncio.sleep(0.15)
+            for client in await admin.client_list():
+                if client.get("name") == name:
+                    await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
+                    kills += 1
+
+    killer = asyncio.create_task(kill_b_connections())
+    await publish_many(publisher, CHANNEL, 300, "x")
+    await killer
+    await admin.aclose()
+    assert kills >= 3, "the test did not manage to cut the instance's Redis connection"
+    await rec.wait_for_seq(CHANNEL, 300, timeout=20)
+    assert rec.seqs(CHANNEL) == list(range(1, 301))
+    await sub.disconnect()
+    await publisher.disconnect()
