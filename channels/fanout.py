@@ -158,6 +158,7 @@ class Fanout(BrokerListener):
             state.failed = True
             state.ready.set()
             self._forget(state)
+            await self._unsubscribe_quietly(channel)  # a failed subscribe stays wanted otherwise
             raise
         state.last_seq = state.delivered_seq = head
         state.ready.set()
@@ -172,11 +173,15 @@ class Fanout(BrokerListener):
             if task is not None:
                 task.cancel()
         try:
-            await self._broker.unsubscribe(state.name)
-        except Exception:
-            log.warning("broker unsubscribe of %s failed", state.name, exc_info=True)
+            await self._unsubscribe_quietly(state.name)
         finally:
             self._forget(state)
+
+    async def _unsubscribe_quietly(self, channel: str) -> None:
+        try:
+            await self._broker.unsubscribe(channel)
+        except Exception:
+            log.warning("broker unsubscribe of %s failed", channel, exc_info=True)
 
     def _forget(self, state: _ChannelState) -> None:
         if self._states.get(state.name) is state:

@@ -39,6 +39,12 @@ class EventStore(Protocol):
           stored, or appears earlier in the same batch, stores nothing; its
           result is the original event with ``duplicate=True``.
         * ``id`` and ``ts`` (commit time, ms since epoch) are assigned here.
+        * Raises ``AppError(bad_request)`` for data no store can keep (NUL
+          characters, lone surrogates, integers beyond 64 bits); the writer
+          rejects such items before they can fail a whole batch.
+        * If the connection breaks during COMMIT the outcome is unknown and
+          ``StoreUnavailable`` is raised: a retry with the same
+          ``client_msg_id`` is what makes such a publish safe.
         """
 
     async def read(
@@ -89,17 +95,20 @@ class BrokerListener(Protocol):
         task, in the order the broker delivered them; must not block or raise."""
 
     def on_resubscribed(self) -> None:
-        """The connection was lost and re-established and every channel is
-        subscribed again: messages published meanwhile may be lost, so the
-        listener should fill gaps from the store. Must not block or raise."""
+        """Delivery was interrupted (connection lost and re-established with every
+        channel subscribed again, or a full delivery queue): messages published
+        meanwhile may be lost, so the listener should fill gaps from the store.
+        Must not block or raise."""
 
 
 class Broker(Protocol):
     """Cross-instance pub/sub, one broker channel per Switchboard channel.
 
     Adapters: ``RedisBroker`` (redis-py asyncio pub/sub) and ``MemoryBroker``
-    (one process). Delivery is at-most-once: the store, not the broker, is the
-    source of truth, and the fan-out fills any gap from it.
+    (one process). Delivery may lose or (after a retried pipeline) duplicate
+    messages: the store, not the broker, is the source of truth; the fan-out
+    drops duplicates by ``seq`` and fills gaps from the store. An instance
+    receives its own publishes too.
     """
 
     async def start(self, listener: BrokerListener) -> None:
@@ -111,7 +120,10 @@ class Broker(Protocol):
     async def subscribe(self, channel: str) -> None:
         """Start receiving ``channel``. When this returns, every message
         published to it afterwards (by any instance) will reach the listener
-        while the connection holds. Subscribing twice is a no-op."""
+        while the connection holds. Subscribing twice is a no-op. When it
+        raises (``BrokerUnavailable``: not confirmed in time) the channel stays
+        wanted and is subscribed on reconnect; a caller that gives up must
+        ``unsubscribe``."""
 
     async def unsubscribe(self, channel: str) -> None:
         """Stop receiving ``channel``; no message published after this returns

@@ -225,3 +225,23 @@ async def test_embedded_defaults_serve_end_to_end(embedded: ServerFactory, tmp_p
     await sub.disconnect()
     await pub.disconnect()
     assert (tmp_path / "sb.db").exists()
+
+
+async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(server: ServerProcess) -> None:
+    client, _ = await connect(server.url, alice())
+    acks: dict[int, int] = {}
+    done = asyncio.Event()
+
+    def ack_for(i: int) -> Any:
+        def on_ack(ack: dict[str, Any]) -> None:
+            acks[i] = ack["seq"]
+            if len(acks) == 300:
+                done.set()
+        return on_ack
+
+    for i in range(300):  # no waiting between emits: the server sees them back to back
+        await client.emit("publish", {"channel": "chat:pipe", "type": "t", "data": {"i": i}}, callback=ack_for(i))
+    await asyncio.wait_for(done.wait(), 15)
+    seqs = [acks[i] for i in range(300)]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 300
+    await client.disconnect()

@@ -185,3 +185,19 @@ async def test_lost_broker_message_of_the_latest_event_is_found_by_the_position_
         assert delivery.received["a"] == [1, 2, 3]
     finally:
         await fanout.close()
+
+
+async def test_failed_activation_answers_unavailable_and_drops_the_broker_subscription(parts) -> None:  # type: ignore[no-untyped-def]
+    from channels.errors import AppError, ErrorCode, StoreUnavailable
+
+    fanout, store, broker, _ = parts
+
+    async def store_down(channel: str):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable()
+
+    store.bounds = store_down  # type: ignore[method-assign]
+    with pytest.raises(AppError) as err:
+        await fanout.join("a", CH)
+    assert err.value.code is ErrorCode.UNAVAILABLE
+    assert broker.history == [("subscribe", CH), ("unsubscribe", CH)]
+    assert fanout.live_channels() == 0 and fanout.members(CH) == 0
