@@ -245,3 +245,21 @@ async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(serv
     seqs = [acks[i] for i in range(300)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 300
     await client.disconnect()
+
+
+async def test_a_message_over_the_transport_limit_closes_only_that_connection(server: ServerProcess) -> None:
+    bystander, brec = await connect(server.url, alice())
+    await call(bystander, "subscribe", {"channel": "chat:big"})
+    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        await ws.receive_str()
+        await ws.send_str("40" + json.dumps({"token": alice()}))
+        await ws.receive_str()
+        huge = {"channel": "chat:big", "type": "t", "data": {"blob": "x" * 40_000}}  # cap: 2048 + 16 KiB
+        await ws.send_str("421" + json.dumps(["publish", huge]))
+        closed = await asyncio.wait_for(ws.receive(), 5)
+        assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
+    ok = await call(bystander, "publish", {"channel": "chat:big", "type": "t", "data": {"small": 1}})
+    assert ok["ok"] and ok["seq"] == 1  # the oversized one was never stored
+    await brec.wait_for_seq("chat:big", 1)
+    await bystander.disconnect()
