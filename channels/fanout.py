@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from . import codec
 from .errors import AppError, ErrorCode
 from .models import Event
 from .ports import Broker, BrokerListener, Delivery, EventStore
+from .telemetry import NullTelemetry, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +82,7 @@ class Fanout(BrokerListener):
         recovery_max_events: int = 10_000,
         catch_up_limit: int = 10_000,
         position_check_interval: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._broker = broker
@@ -88,6 +91,7 @@ class Fanout(BrokerListener):
         self._recovery_max = recovery_max_events
         self._catch_up_limit = catch_up_limit
         self._check_interval = position_check_interval
+        self._telemetry: Telemetry = telemetry or NullTelemetry()
         self._states: dict[str, _ChannelState] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -259,6 +263,7 @@ class Fanout(BrokerListener):
 
     def on_resubscribed(self) -> None:
         """Messages may have been lost while the broker was away: read what we missed."""
+        self._telemetry.broker_resumed()
         for state in list(self._states.values()):
             if state.ready.is_set() and not state.closing and state.filler is None:
                 state.filler = self._spawn(self._fill(state, wait=False))
@@ -295,6 +300,9 @@ class Fanout(BrokerListener):
                         await self._delivery.broadcast(state.name, event)
                     except Exception:
                         log.exception("broadcast of %s#%d failed", state.name, event.seq)
+                        continue
+                    recipients = len(state.members) - len(state.catching_up)
+                    self._telemetry.delivered(recipients, time.time() - event.ts / 1000)
         finally:
             state.pump = None
             if state.outbox and not state.closing:
@@ -319,6 +327,7 @@ class Fanout(BrokerListener):
                         return
                     delay = 0.05
                 except Exception as exc:  # never die: a gap left open stalls the channel
+                    self._telemetry.store_failed("read")
                     unexpected = not isinstance(exc, AppError)
                     log.log(logging.ERROR if unexpected else logging.WARNING,
                             "gap fill of %s failed (%s); retrying in %.2fs", state.name, exc, delay,
@@ -333,16 +342,21 @@ class Fanout(BrokerListener):
     async def _fill_once(self, state: _ChannelState) -> bool:
         """One page from the store after ``last_seq``; True while there is more to read."""
         after = state.last_seq
+        # an event already pending was committed before this read's snapshot, so
+        # every seq below it is visible to the read; events arriving during the
+        # read prove nothing about what the read could see
         before = min(state.pending, default=None)
         page = await self._store.read(state.name, after=after, before=before, limit=READ_PAGE)
-        # the broker may have moved last_seq on during the read: offering drops what is old
-        for event in page:
+        filled = 0
+        for event in page:  # the broker may have moved last_seq on meanwhile: old ones drop
+            filled += event.seq > state.last_seq
             self._offer(state, event)
-        lowest = min(state.pending, default=None)
-        if lowest is not None and state.last_seq == after and (not page or page[0].seq != after + 1):
-            # the store no longer has them (retention): nothing can bring them back
-            log.warning("events %d..%d of %s are no longer stored; skipping", after + 1, lowest - 1, state.name)
-            state.last_seq = lowest - 1
+        if filled:
+            self._telemetry.gap_filled(filled)
+        if before is not None and state.last_seq == after and (not page or page[0].seq != after + 1):
+            # visible to the read yet absent: retention removed them, nothing brings them back
+            log.warning("events %d..%d of %s are no longer stored; skipping", after + 1, before - 1, state.name)
+            state.last_seq = before - 1
         self._advance(state)
         return len(page) == READ_PAGE or bool(state.pending)
 

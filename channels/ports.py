@@ -72,6 +72,9 @@ class EventStore(Protocol):
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         """Head ``seq`` of each channel (0 for unknown ones), in one round trip."""
 
+    async def namespaces(self) -> list[str]:
+        """Every namespace that has at least one channel, sorted (retention walks these)."""
+
     async def prune(
         self,
         namespace: str,

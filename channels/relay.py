@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from . import codec
 from .models import Event
 from .ports import Broker
+from .telemetry import NullTelemetry, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,16 @@ class BrokerRelay:
     other instances recover them from the store.
     """
 
-    def __init__(self, broker: Broker, *, max_backlog: int = 100_000, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        max_backlog: int = 100_000,
+        max_batch: int = 1000,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._broker = broker
+        self._telemetry: Telemetry = telemetry or NullTelemetry()
         self._backlog: deque[Event] = deque()
         self._max_backlog = max_backlog
         self._max_batch = max_batch
@@ -72,6 +81,7 @@ class BrokerRelay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
+                    self._telemetry.broker_failed("publish")
                     log.warning("broker publish failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)

@@ -6,6 +6,7 @@ names, authorization and limits, and talks to the writer, store and fan-out.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ from .names import validate_channel
 from .namespaces import NamespaceRules
 from .ports import EventStore
 from .store.writer import GroupCommitWriter
+from .telemetry import NullTelemetry, Telemetry
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,12 +61,15 @@ class ChannelService:
         fanout: Fanout,
         rules: NamespaceRules,
         limits: ServiceLimits | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
         self._fanout = fanout
         self._rules = rules
         self.limits = limits or ServiceLimits()
+        self._telemetry: Telemetry = telemetry or NullTelemetry()
+        self.draining = False
 
     async def publish(
         self,
@@ -73,9 +78,29 @@ class ChannelService:
         type: str,
         data: JsonObject,
         client_msg_id: str | None = None,
+        *,
+        via: str = "socket",
     ) -> Appended:
         """Durable publish: returns once committed. Nothing awaits before the
         writer takes the event, so one connection's publishes commit in emit order."""
+        started = time.perf_counter()
+        outcome = "internal"
+        try:
+            appended = await self._writer.submit(self._checked(principal, channel, type, data, client_msg_id))
+            outcome = "duplicate" if appended.duplicate else "ok"
+            return appended
+        except AppError as exc:
+            outcome = exc.code.value
+            raise
+        finally:
+            self._telemetry.published(via, outcome, time.perf_counter() - started)
+
+    def _checked(
+        self, principal: Principal, channel: str, type: str, data: JsonObject, client_msg_id: str | None
+    ) -> NewEvent:
+        if self.draining:
+            raise AppError(ErrorCode.UNAVAILABLE, "this instance is shutting down; reconnect and retry",
+                           temporary=True)
         validate_channel(channel)
         options = self._rules.for_channel(channel)
         authz.require_publish(principal, channel, options)
@@ -85,8 +110,7 @@ class ChannelService:
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"data is {size} bytes; the limit in this namespace is {options.max_payload_bytes}",
             )
-        item = NewEvent(channel, type, data, principal.sub, client_msg_id)
-        return await self._writer.submit(item)
+        return NewEvent(channel, type, data, principal.sub, client_msg_id)
 
     async def subscribe(
         self, principal: Principal, conn_id: str, channel: str, since: int | None = None

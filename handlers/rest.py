@@ -89,7 +89,7 @@ class RestHandlers:
         if client_msg_id is not None and not 1 <= len(client_msg_id) <= 128:
             raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 128 characters")
         appended = await self._service.publish(
-            principal(request), request.match_info["channel"], body.type, body.data, client_msg_id
+            principal(request), request.match_info["channel"], body.type, body.data, client_msg_id, via="rest"
         )
         out = PublishOut(seq=appended.event.seq, id=appended.event.id, duplicate=appended.duplicate)
         return json_response(out, status=200 if appended.duplicate else 201)

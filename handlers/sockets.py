@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from channels.errors import AppError, ErrorCode
 from channels.models import Principal
 from channels.service import ChannelService
+from channels.telemetry import NullTelemetry, Telemetry
 
 from .acks import bad_request, fail, ok
 from .schemas import HistoryIn, PublishIn, SubscribeIn, UnsubscribeIn
@@ -41,15 +42,35 @@ class Connection:
     principal: Principal
     channels: set[str] = field(default_factory=set)
     closed: bool = False
+    close_reason: str | None = None  # set when the server ends the connection on purpose
+
+
+# python-socketio's disconnect reasons, as metric labels
+_REASONS = {
+    "client disconnect": "client",
+    "server disconnect": "server",
+    "ping timeout": "ping_timeout",
+    "transport close": "transport_close",
+    "transport error": "transport_error",
+}
 
 
 class SocketHandlers:
     """The namespace's event handlers and the registry of live connections."""
 
-    def __init__(self, service: ChannelService, authenticate: Authenticate) -> None:
+    def __init__(
+        self, service: ChannelService, authenticate: Authenticate, telemetry: Telemetry | None = None
+    ) -> None:
         self._service = service
         self._authenticate = authenticate
+        self._telemetry: Telemetry = telemetry or NullTelemetry()
         self.connections: dict[str, Connection] = {}
+
+    def mark_closing(self, sid: str, reason: str) -> None:
+        """Record why the server is about to end ``sid`` (for logs and metrics)."""
+        conn = self.connections.get(sid)
+        if conn is not None and conn.close_reason is None:
+            conn.close_reason = reason
 
     def register(self, sio: socketio.AsyncServer) -> None:
         sio.on("connect", self.on_connect)
@@ -67,15 +88,19 @@ class SocketHandlers:
             principal = self._authenticate(auth, environ)
         except AppError as exc:
             log.info("connection refused: %s (%s)", exc.code, exc.message)
+            self._telemetry.refused(exc.code.value)
             raise Refused(exc) from None
         self.connections[sid] = Connection(sid, principal)
         log.debug("connected %s as %s", sid, principal.sub)
 
-    async def on_disconnect(self, sid: str, *_reason: object) -> None:
+    async def on_disconnect(self, sid: str, *reason: object) -> None:
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
         conn.closed = True
+        label = conn.close_reason or _REASONS.get(str(reason[0]) if reason else "", "unknown")
+        self._telemetry.disconnected(label)
+        log.debug("disconnected %s (%s)", sid, label)
         try:
             await self._service.drop_connection(sid, sorted(conn.channels))
         except Exception:

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     ping_interval: float = Field(default=25.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
     shutdown_timeout: float = Field(default=10.0, ge=0)
+    drain_batch_size: int = Field(default=500, ge=1)
+    drain_batch_interval_ms: int = Field(default=50, ge=0)
+    retention_interval_seconds: float = Field(default=60.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+    metrics_enabled: bool = True
 
     _split_algorithms = field_validator("jwt_algorithms", "cors_origins", mode="before")(_split_csv)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socketio
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
 from channels.ports import Broker, EventStore
 from channels.service import ChannelService
@@ -19,3 +20,4 @@ SERVICE = web.AppKey("service", ChannelService)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SOCKETS = web.AppKey("sockets", SocketHandlers)
+METRICS = web.AppKey("metrics", CollectorRegistry)

@@ -9,6 +9,7 @@ import socketio
 
 from channels.models import Event
 from channels.ports import Delivery
+from handlers.sockets import SocketHandlers
 
 from .config import Settings
 
@@ -61,3 +62,15 @@ class SocketDelivery(Delivery):
 
     async def leave(self, conn_id: str, channel: str) -> None:
         await self._sio.leave_room(conn_id, channel)
+
+
+async def close_connection(sio: socketio.AsyncServer, sockets: SocketHandlers, sid: str, reason: str) -> None:
+    """End a connection on purpose: tell the client why (``closing {reason}``), then
+    close its Engine.IO transport. Socket.IO clients treat a closed transport
+    (unlike a Socket.IO-level disconnect) as a reason to reconnect, and a client
+    that reconnects elsewhere recovers with ``since``."""
+    sockets.mark_closing(sid, reason)
+    await sio.emit("closing", {"reason": reason}, to=sid)
+    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
+    if eio_sid is not None:
+        await sio.eio.disconnect(eio_sid)

@@ -71,6 +71,8 @@ _BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = $1"
 
 _HEADS = "SELECT name, last_seq FROM channels WHERE name = ANY($1::text[])"
 
+_NAMESPACES = "SELECT DISTINCT split_part(name, ':', 1) FROM channels ORDER BY 1"
+
 _READ = f"""
 SELECT {_COLUMNS} FROM events
 WHERE channel = $1 AND seq > $2 AND seq < $3 ORDER BY seq LIMIT $4"""
@@ -208,6 +210,10 @@ class PostgresEventStore(EventStore):
         rows = await self._fetch("heads", _HEADS, names)
         found = {str(row[0]): int(row[1]) for row in rows}
         return {name: found.get(name, 0) for name in names}
+
+    async def namespaces(self) -> list[str]:
+        rows = await self._fetch("namespaces", _NAMESPACES)
+        return [str(row[0]) for row in rows]
 
     async def prune(
         self,

@@ -34,6 +34,8 @@ _BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = ?"
 
 _HEADS = "SELECT name, last_seq FROM channels WHERE name IN (SELECT value FROM json_each(?))"
 
+_NAMESPACES = "SELECT DISTINCT substr(name, 1, instr(name, ':') - 1) FROM channels ORDER BY 1"
+
 _INSERT = """
 INSERT INTO events (channel, seq, id, type, data, sender, client_msg_id, created_at)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -125,11 +127,25 @@ class SqliteEventStore(EventStore):
         return path
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
-        # WAL lets readers in other processes run during a commit; FULL makes
-        # a commit survive power loss, which "durable before acknowledged" needs
-        await conn.execute_fetchall("PRAGMA journal_mode=WAL")
-        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        # busy_timeout first: switching to WAL needs a lock that a second process
+        # opening the same new file at the same moment may hold
         await conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
+        await self._enable_wal(conn)
+        # FULL makes a commit survive power loss, which "durable before acknowledged" needs
+        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
+
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """WAL lets readers in other processes run during a commit. The mode
+        switch does not always wait on the busy handler, so retry it briefly."""
+        deadline = time.monotonic() + self._busy_timeout_ms / 1000
+        while True:
+            try:
+                await conn.execute_fetchall("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.02)
 
     async def close(self) -> None:
         self._closed = True
@@ -188,6 +204,10 @@ class SqliteEventStore(EventStore):
         async with self._session("heads") as conn:
             found = await self._heads(conn, names)
         return {name: found.get(name, 0) for name in names}
+
+    async def namespaces(self) -> list[str]:
+        rows = await self._fetch("namespaces", _NAMESPACES, ())
+        return [str(row[0]) for row in rows]
 
     async def prune(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from ..codec import dumps
 from ..errors import AppError, ErrorCode
 from ..models import Appended, Event, NewEvent
 from ..ports import EventStore
+from ..telemetry import NullTelemetry, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class GroupCommitWriter:
         max_batch: int = 512,
         max_pending: int = 10_000,
         on_commit: OnCommit | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         if max_batch < 1 or max_pending < 1:
             raise ValueError("max_batch and max_pending must be at least 1")
@@ -55,10 +58,13 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._max_pending = max_pending
         self._on_commit = on_commit
+        self._telemetry: Telemetry = telemetry or NullTelemetry()
         self._queue: deque[_Pending] = deque()
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._committing = False
+        self._idle = asyncio.Event()
 
     @property
     def pending(self) -> int:
@@ -102,16 +108,28 @@ class GroupCommitWriter:
         self._wakeup.set()
         return await future
 
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or failed) and acked."""
+        while self._queue or self._committing:
+            self._idle.clear()
+            await self._idle.wait()
+
     async def _run(self) -> None:
         try:
             while self._queue or not self._closed:
                 if not self._queue:
+                    self._idle.set()
                     self._wakeup.clear()
                     await self._wakeup.wait()
                     continue
-                await self._commit(self._take())
+                self._committing = True
+                try:
+                    await self._commit(self._take())
+                finally:
+                    self._committing = False
         finally:
             self._fail(self._drain(), _stopped())
+            self._idle.set()
 
     def _take(self) -> list[_Pending]:
         batch: list[_Pending] = []
@@ -131,6 +149,7 @@ class GroupCommitWriter:
     async def _commit(self, batch: list[_Pending]) -> None:
         if not batch:
             return
+        started = time.perf_counter()
         try:
             results = await self._store.append([p.item for p in batch])
             if len(results) != len(batch):
@@ -139,12 +158,15 @@ class GroupCommitWriter:
             self._fail(batch, _stopped())
             raise
         except AppError as exc:
+            self._telemetry.store_failed("append")
             self._fail(batch, exc)
             return
         except Exception:
+            self._telemetry.store_failed("append")
             log.exception("committing a batch of %d events failed", len(batch))
             self._fail(batch, AppError(ErrorCode.INTERNAL, "could not store the event"))
             return
+        self._telemetry.batch_committed(len(batch), time.perf_counter() - started)
         self._notify([r.event for r in results if not r.duplicate])
         for pending, result in zip(batch, results):
             if not pending.future.done():

@@ -550,3 +550,23 @@ async def test_unstorable_input_is_bad_request_and_commits_nothing(store: EventS
         assert info.value.code is ErrorCode.BAD_REQUEST
     assert (await store.bounds(CHANNEL)).head == 0
     assert [r.event.seq for r in await store.append([new()])] == [1]
+
+
+async def test_namespaces_lists_each_namespace_once(store: EventStore) -> None:
+    assert await store.namespaces() == []
+    await store.append([new("chat:1"), new("chat:2"), new("user:bob"), new("a_b:x:y")])
+    assert await store.namespaces() == ["a_b", "chat", "user"]
+
+
+async def test_writer_flush_waits_for_everything_submitted(store: EventStore) -> None:
+    writer = GroupCommitWriter(store, max_batch=4)
+    await writer.start()
+    try:
+        submits = [asyncio.create_task(writer.submit(new(n=i))) for i in range(20)]
+        await asyncio.sleep(0)  # the tasks enqueue
+        await asyncio.wait_for(writer.flush(), 10)
+        assert all(t.done() for t in submits)
+        assert await all_seqs(store) == list(range(1, 21))
+        await asyncio.wait_for(writer.flush(), 1)  # idle: returns at once
+    finally:
+        await writer.close()

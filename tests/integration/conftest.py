@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +23,13 @@ async def cluster(tmp_path: Path, cluster_env: dict[str, str]) -> AsyncIterator[
     """Start instances on PostgreSQL + Redis with ``await cluster.start()``; all stopped afterwards."""
     factory = ServerFactory(tmp_path, cluster_env)
     yield factory
-    factory.stop_all()
+    await factory.astop_all()
 
 
 @pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[ServerFactory]:
+async def embedded(tmp_path: Path) -> AsyncIterator[ServerFactory]:
     """Instances on the embedded defaults: SQLite file store, in-memory broker."""
     factory = ServerFactory(tmp_path, {"SWITCHBOARD_DATABASE_URL": f"sqlite:///{tmp_path / 'sb.db'}",
                                        "SWITCHBOARD_REDIS_URL": "memory://"})
     yield factory
-    factory.stop_all()
+    await factory.astop_all()

@@ -54,6 +54,9 @@ class ListStore(EventStore):
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         return {c: len(self.events[c]) for c in channels}
 
+    async def namespaces(self) -> list[str]:
+        return sorted({c.split(":", 1)[0] for c in self.events})
+
     async def prune(self, namespace: str, *, max_age_seconds: float | None = None, max_events: int | None = None) -> int:
         return 0
 

@@ -120,8 +120,28 @@ class ServerFactory:
     def stop_all(self) -> None:
         """Stop every server; their log tails are printed (pytest shows them when a test fails)."""
         for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+        for server in self.started:
             server.terminate()
-            print(f"--- server {server.url} (exit {server.proc.returncode}) ---\n{server.log_tail(60)}")
+            self._report(server)
+
+    async def astop_all(self, timeout: float = 20) -> None:
+        """``stop_all`` without blocking the event loop, so this process's clients can
+        answer the servers' close handshakes while they drain."""
+        for server in self.started:
+            if server.proc.poll() is None:
+                server.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(s.proc.poll() is None for s in self.started):
+            await asyncio.sleep(0.05)
+        for server in self.started:
+            server.kill()
+            self._report(server)
+
+    @staticmethod
+    def _report(server: ServerProcess) -> None:
+        print(f"--- server {server.url} (exit {server.proc.returncode}) ---\n{server.log_tail(60)}")
 
 
 async def wait_ready(server: ServerProcess, timeout: float = 20) -> None:

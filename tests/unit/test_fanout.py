@@ -201,3 +201,26 @@ async def test_failed_activation_answers_unavailable_and_drops_the_broker_subscr
     assert err.value.code is ErrorCode.UNAVAILABLE
     assert broker.history == [("subscribe", CH), ("unsubscribe", CH)]
     assert fanout.live_channels() == 0 and fanout.members(CH) == 0
+
+
+async def test_events_committed_after_a_fill_reads_snapshot_are_not_taken_for_pruned(parts) -> None:  # type: ignore[no-untyped-def]
+    fanout, store, broker, delivery = parts
+    await fanout.join("a", CH)
+    for event in store.put(CH, 3):
+        broker.deliver(event)
+    await settle(delivery, "a", 3)
+    real_read = store.read
+
+    async def snapshot_then_commits_land(channel: str, **kw):  # type: ignore[no-untyped-def]
+        rows = await real_read(channel, **kw)  # the read's snapshot: nothing after 3
+        later = store.put(CH, 5)  # 4 and 5 commit after it; only 5's broker message arrives
+        broker.deliver(later[-1])
+        return rows
+
+    store.read = snapshot_then_commits_land  # type: ignore[method-assign]
+    fanout.on_resubscribed()  # a fill with nothing pending yet
+    await asyncio.sleep(0.01)
+    store.read = real_read  # type: ignore[method-assign]
+    await settle(delivery, "a", 5)
+    await asyncio.sleep(0.05)
+    assert delivery.received["a"] == [1, 2, 3, 4, 5]
