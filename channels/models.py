@@ -7,6 +7,8 @@ from typing import Any
 
 JsonObject = dict[str, Any]
 
+MAX_SEQ = 2**63 - 1  # seqs are 64-bit signed in every store
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:

@@ -83,11 +83,11 @@ class RestHandlers:
         """``POST /channels/{channel}/events``: 201 when stored, 200 for a duplicate."""
         body = await parse_body(request, PublishBody)
         key = request.headers.get("Idempotency-Key")
+        if key is not None and not 1 <= len(key) <= 128:
+            raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 128 characters")
         if key is not None and body.client_msg_id is not None and key != body.client_msg_id:
             raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key and client_msg_id differ")
-        client_msg_id = key or body.client_msg_id
-        if client_msg_id is not None and not 1 <= len(client_msg_id) <= 128:
-            raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 128 characters")
+        client_msg_id = key if key is not None else body.client_msg_id
         appended = await self._service.publish(
             principal(request), request.match_info["channel"], body.type, body.data, client_msg_id, via="rest"
         )

@@ -10,9 +10,11 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from channels.models import MAX_SEQ
+
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
-Seq = Annotated[int, Field(ge=0)]
+Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
 
 
@@ -39,7 +41,7 @@ class PublishIn(_SocketIn):
 class HistoryIn(_SocketIn):
     channel: str
     after: Seq | None = None
-    before: Annotated[int, Field(ge=1)] | None = None
+    before: Annotated[int, Field(ge=1, le=MAX_SEQ)] | None = None
     limit: Limit = 100
 
 
@@ -58,7 +60,7 @@ class PublishBody(BaseModel):
 class HistoryQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     after: Seq | None = None
-    before: Annotated[int, Field(ge=1)] | None = None
+    before: Annotated[int, Field(ge=1, le=MAX_SEQ)] | None = None
     limit: Limit = 100
 
 
@@ -112,3 +114,12 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+
+
+class HealthOut(BaseModel):
+    status: str
+
+
+class ReadyOut(BaseModel):
+    status: str = Field(description="ok, or unavailable")
+    checks: dict[str, str] = Field(description="store and broker: ok, or why not")

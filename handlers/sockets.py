@@ -20,6 +20,7 @@ from channels.service import ChannelService
 from channels.telemetry import NullTelemetry, Telemetry
 
 from .acks import bad_request, fail, ok
+from .context import connection_id
 from .schemas import HistoryIn, PublishIn, SubscribeIn, UnsubscribeIn
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,7 @@ class SocketHandlers:
     # -- connection lifecycle ------------------------------------------------
 
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:
+        connection_id.set(sid)
         try:
             principal = self._authenticate(auth, environ)
         except AppError as exc:
@@ -94,6 +96,7 @@ class SocketHandlers:
         log.debug("connected %s as %s", sid, principal.sub)
 
     async def on_disconnect(self, sid: str, *reason: object) -> None:
+        connection_id.set(sid)
         conn = self.connections.pop(sid, None)
         if conn is None:
             return
@@ -160,6 +163,7 @@ class SocketHandlers:
         """
 
         async def handler(sid: str, *args: object) -> dict[str, Any]:
+            connection_id.set(sid)
             try:
                 conn = self._connection(sid)
                 return await call(conn, self._parse(model, args))

@@ -20,6 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server (settings from SWITCHBOARD_* variables)")
     serve.add_argument("--host", help="bind address (default SWITCHBOARD_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default SWITCHBOARD_PORT, PORT or 8080)")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="processes sharing the port (needs SWITCHBOARD_REDIS_URL=redis://...)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
     token = sub.add_parser("token", help="print a JWT signed with the configured secret")
     token.add_argument("--sub", required=True, help="user id (the 'sub' claim)")
@@ -37,9 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         from .logs import configure_logging
 
-        configure_logging(settings.log_level)
+        configure_logging(settings.log_level, fmt=settings.log_format, instance=settings.instance_id)
         if args.command == "serve":
-            return _serve(settings, args.host, args.port)
+            return _serve(settings, args.host, args.port, args.workers)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
         return _token(settings, args)
@@ -48,29 +50,48 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _serve(settings: Settings, host: str | None, port: int | None) -> int:
+def _serve(settings: Settings, host: str | None, port: int | None, workers: int) -> int:
+    from .workers import check_workers, run_workers
+
+    if host is not None or port is not None:
+        settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
+    check_workers(settings, workers)
+    if workers > 1:
+        _check_app(settings)  # configuration errors surface here, once, not in every worker
+        return run_workers(settings, workers)
+    serve_forever(settings)
+    return 0
+
+
+def _check_app(settings: Settings) -> None:
+    from .app import create_app
+
+    try:
+        create_app(settings)  # builds objects only: nothing connects or listens
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Run one server process until SIGTERM/SIGINT (then drain and return)."""
     from aiohttp import web
 
     from .app import create_app
     from .logs import AccessLogger
 
     _install_uvloop()
-    if host is not None or port is not None:
-        settings = settings.model_copy(update={k: v for k, v in {"host": host, "port": port}.items() if v is not None})
-    try:
-        app = create_app(settings)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
+    _check_app(settings)
+    app = create_app(settings)
     log.info("store %s, broker %s", _scheme(settings.database_url), _scheme(settings.redis_url))
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
+        reuse_port=reuse_port,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_timeout,
         print=lambda msg: log.info("%s", msg.strip()),
     )
-    return 0
 
 
 async def _migrate(settings: Settings) -> int:

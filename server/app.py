@@ -19,12 +19,12 @@ from channels.store import open_store
 from channels.store.writer import GroupCommitWriter
 from handlers.sockets import SocketHandlers
 
-from . import keys
+from . import __version__, keys
 from .auth import TokenVerifier, handshake_token
 from .config import Settings
 from .lifecycle import add_lifecycle
 from .metrics import PrometheusTelemetry, StateCollector
-from .middleware import auth_middleware, cors_middleware, problem_middleware
+from .middleware import auth_middleware, context_middleware, cors_middleware, problem_middleware
 from .routes import add_routes
 from .sockets import SocketDelivery, build_sio
 
@@ -70,7 +70,12 @@ def create_app(settings: Settings) -> web.Application:
     registry.register(_state_gauges(sockets, fanout))
 
     app = web.Application(
-        middlewares=[cors_middleware(settings.cors_origins), problem_middleware, auth_middleware(verifier)],
+        middlewares=[
+            context_middleware(settings.instance_id),
+            cors_middleware(settings.cors_origins),
+            problem_middleware,
+            auth_middleware(verifier),
+        ],
         client_max_size=settings.transport_max_message_bytes,
     )
     app[keys.SETTINGS] = settings
@@ -82,7 +87,7 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.SOCKETS] = sockets
     app[keys.METRICS] = registry
     sio.attach(app)
-    add_routes(app)
+    add_routes(app, version=__version__)
     retention = Retention(store, rules, interval=settings.retention_interval_seconds, telemetry=telemetry)
     add_lifecycle(app, store=store, broker=broker, fanout=fanout, relay=relay, writer=writer, retention=retention)
     return app

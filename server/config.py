@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -69,6 +70,7 @@ class Settings(BaseSettings):
     drain_batch_interval_ms: int = Field(default=50, ge=0)
     retention_interval_seconds: float = Field(default=60.0, ge=0)
     log_format: Literal["text", "json"] = "text"
+    instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_enabled: bool = True
 
     _split_algorithms = field_validator("jwt_algorithms", "cors_origins", mode="before")(_split_csv)

@@ -1,18 +1,69 @@
-"""Logging setup and an access logger that never writes query strings (they may carry ?token=)."""
+"""Logging: text or JSON lines, each carrying the instance and the connection or
+request it is about, and an access logger that never writes query strings
+(they may carry ``?token=``)."""
 
 from __future__ import annotations
 
 import logging
+import traceback
+from datetime import datetime, timezone
+from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from handlers.context import connection_id, request_id
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+
+class ContextFilter(logging.Filter):
+    """Adds ``instance``, ``conn`` and ``request`` to every record."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self._instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.instance = self._instance
+        record.conn = connection_id.get()
+        record.request = request_id.get()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "instance": getattr(record, "instance", None),
+        }
+        for key in ("conn", "request"):
+            if getattr(record, key, None):
+                line[key] = getattr(record, key)
+        if record.exc_info:
+            line["exc"] = "".join(traceback.format_exception(*record.exc_info))
+        return orjson.dumps(line).decode()
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        tags = [f"{k}={getattr(record, k)}" for k in ("conn", "request") if getattr(record, k, None)]
+        return f"{text} [{' '.join(tags)}]" if tags else text
+
+
+def configure_logging(level: str, *, fmt: str = "text", instance: str = "") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(ContextFilter(instance))
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
     # python-socketio/engineio log every packet at INFO when given a logger; keep them quiet
     logging.getLogger("engineio.server").setLevel(logging.WARNING)
     logging.getLogger("socketio.server").setLevel(logging.WARNING)

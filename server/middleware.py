@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from channels.errors import AppError, ErrorCode
+from handlers.context import request_id
 from handlers.rest import PRINCIPAL
 from handlers.schemas import Problem
 
@@ -31,6 +33,7 @@ STATUS = {
     ErrorCode.UNAVAILABLE: 503,
 }
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}
+PUBLIC = frozenset({"/api/v1/openapi.json"})
 
 
 def problem(error: AppError) -> web.Response:
@@ -57,14 +60,18 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, ErrorCode.BAD_REQUEST)
-        return _with_status(problem(AppError(code, exc.reason)), exc.status)
+        return _from_http(problem(AppError(code, exc.reason)), exc)
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         return problem(AppError(ErrorCode.INTERNAL, "internal error"))
 
 
-def _with_status(response: web.Response, status: int) -> web.Response:
-    response.set_status(status)
+def _from_http(response: web.Response, exc: web.HTTPException) -> web.Response:
+    """Keep aiohttp's status and its headers (``Allow`` on 405), with our body."""
+    response.set_status(exc.status)
+    for name, value in exc.headers.items():
+        if name.lower() not in {"content-type", "content-length"}:
+            response.headers[name] = value
     return response
 
 
@@ -73,7 +80,7 @@ def auth_middleware(verifier: TokenVerifier) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path.startswith("/api/v1/") and request.method != "OPTIONS":
+        if request.path.startswith("/api/v1/") and request.method != "OPTIONS" and request.path not in PUBLIC:
             request[PRINCIPAL] = verifier.verify(bearer_token(request.headers.get("Authorization")))
         return await handler(request)
 
@@ -98,6 +105,29 @@ def cors_middleware(origins: list[str]) -> Middleware:
         if allowed and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
             response.headers["Vary"] = "Origin"
+        return response
+
+    return middleware
+
+
+def context_middleware(instance: str) -> Middleware:
+    """Label the request's log lines with a request id (the client's ``X-Request-Id``
+    when it sends a sane one) and tell the client which instance answered."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        given = request.headers.get("X-Request-Id", "")
+        rid = given if 0 < len(given) <= 64 and given.isprintable() else uuid.uuid4().hex[:16]
+        request_id.set(rid)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            exc.headers["X-Request-Id"] = rid
+            exc.headers["X-Switchboard-Instance"] = instance
+            raise
+        if not response.prepared:
+            response.headers["X-Request-Id"] = rid
+            response.headers["X-Switchboard-Instance"] = instance
         return response
 
     return middleware

@@ -1,24 +1,73 @@
-"""URL routes of the REST API."""
+"""The HTTP routes, declared once: aiohttp is wired from this table and the
+OpenAPI document (server/openapi.py) is generated from it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
 from aiohttp import web
+from pydantic import BaseModel
 
 from handlers.rest import RestHandlers, health_handlers
+from handlers.schemas import HealthOut, HistoryOut, HistoryQuery, PublishBody, PublishOut, ReadyOut, SyncBody, SyncOut
 
 from . import keys
 from .metrics import metrics_handler
 
 API = "/api/v1"
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def add_routes(app: web.Application) -> None:
+@dataclass(frozen=True)
+class Route:
+    """One HTTP operation. ``responses`` maps success statuses to their body model
+    (``None``: not JSON); ``errors`` are the problem+json statuses it can answer."""
+
+    method: str
+    path: str
+    handler: Handler
+    operation_id: str
+    summary: str
+    responses: dict[int, type[BaseModel] | None]
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    errors: tuple[int, ...] = ()
+    auth: bool = True
+    tag: str = "events"
+
+
+def api_routes(app: web.Application) -> list[Route]:
     rest = RestHandlers(app[keys.SERVICE])
     healthz, readyz = health_handlers(app[keys.STORE], app[keys.BROKER])
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
+    read_errors = (400, 401, 403, 503)
+    routes = [
+        Route("GET", API + "/channels/{channel}/events", rest.history, "listEvents",
+              "A page of a channel's history, with its head and the oldest retained seq",
+              {200: HistoryOut}, query=HistoryQuery, errors=read_errors),
+        Route("POST", API + "/channels/{channel}/events", rest.publish, "publishEvent",
+              "Publish one event, durable before the response; 201 new, 200 duplicate",
+              {201: PublishOut, 200: PublishOut}, body=PublishBody,
+              headers={"Idempotency-Key": "client_msg_id for retries (1-128 characters)"},
+              errors=(400, 401, 403, 413, 503)),
+        Route("POST", API + "/sync", rest.sync, "sync",
+              "Missed events for each {channel: last_seq}", {200: SyncOut}, body=SyncBody, errors=read_errors),
+        Route("GET", "/healthz", healthz, "health", "The process answers", {200: HealthOut}, auth=False, tag="ops"),
+        Route("GET", "/readyz", readyz, "ready", "Store and broker reachable (503 names the one that is not)",
+              {200: ReadyOut, 503: ReadyOut}, auth=False, tag="ops"),
+    ]
     if app[keys.SETTINGS].metrics_enabled:
-        app.router.add_get("/metrics", metrics_handler(app[keys.METRICS]))
-    app.router.add_get(API + "/channels/{channel}/events", rest.history)
-    app.router.add_post(API + "/channels/{channel}/events", rest.publish)
-    app.router.add_post(API + "/sync", rest.sync)
+        routes.append(Route("GET", "/metrics", metrics_handler(app[keys.METRICS]), "metrics",
+                            "Prometheus metrics (text exposition format)", {200: None}, auth=False, tag="ops"))
+    return routes
+
+
+def add_routes(app: web.Application, *, version: str) -> list[Route]:
+    from .openapi import openapi_route
+
+    routes = api_routes(app)
+    routes.append(openapi_route(routes, version=version))
+    for route in routes:
+        app.router.add_route(route.method, route.path, route.handler)
+    return routes

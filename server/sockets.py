@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -15,11 +16,19 @@ from .config import Settings
 
 
 class _OrjsonJson:
-    """The ``json`` module interface python-socketio encodes packets with, backed by orjson."""
+    """The ``json`` module interface python-socketio encodes packets with, backed by orjson.
+
+    python-socketio installs it process-wide (a class attribute of its Packet),
+    so it must encode whatever the stdlib would: orjson refuses integers beyond
+    64 bits, and those fall back to ``json``.
+    """
 
     @staticmethod
     def dumps(obj: Any, **_: Any) -> str:
-        return orjson.dumps(obj).decode()
+        try:
+            return orjson.dumps(obj).decode()
+        except TypeError:
+            return json.dumps(obj, separators=(",", ":"))
 
     @staticmethod
     def loads(data: str | bytes, **_: Any) -> Any:

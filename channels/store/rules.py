@@ -15,12 +15,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 from ..codec import dumps
 from ..errors import AppError, ErrorCode
-from ..models import Appended, Event, JsonObject, NewEvent
+from ..models import MAX_SEQ, Appended, Event, JsonObject, NewEvent
 
 Key = tuple[str, str]
 
 # "no upper bound" for reads, as a value both databases index well
-MAX_SEQ = 2**63 - 1
 
 
 def upper_bound(before: int | None) -> int:

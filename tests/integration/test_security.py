@@ -109,6 +109,8 @@ MALFORMED: list[tuple[str, tuple[Any, ...], str]] = [
     ("subscribe", ({"channel": 42},), "bad_request"),
     ("subscribe", ({"channel": "chat:1", "since": -1},), "bad_request"),
     ("subscribe", ({"channel": "chat:1", "since": "5"},), "bad_request"),
+    ("subscribe", ({"channel": "chat:1", "since": 2**64},), "bad_request"),
+    ("history", ({"channel": "chat:1", "after": 2**70},), "bad_request"),
     ("subscribe", ({"channel": "nocolon"},), "invalid_channel"),
     ("subscribe", ({"channel": "chat:" + "x" * 300},), "invalid_channel"),
     ("unsubscribe", ({"channel": "chat:never"},), "not_subscribed"),

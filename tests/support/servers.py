@@ -80,8 +80,9 @@ class ServerFactory:
     env: dict[str, str]
     started: list[ServerProcess] = field(default_factory=list)
 
-    async def start(self, **env: str) -> ServerProcess:
-        server = self.spawn(**env)
+    async def start(self, *args: str, **env: str) -> ServerProcess:
+        """Start ``python -m server serve [args]`` with ``env`` on top of the factory's."""
+        server = self.spawn(*args, **env)
         await wait_ready(server)
         return server
 
@@ -90,7 +91,7 @@ class ServerFactory:
         wait_ready_sync(server)
         return server
 
-    def spawn(self, **env: str) -> ServerProcess:
+    def spawn(self, *args: str, **env: str) -> ServerProcess:
         """Start a process without waiting for it to be ready."""
         port = free_port()
         full_env = {
@@ -107,7 +108,7 @@ class ServerFactory:
         log_path = self.workdir / f"server-{port}.log"
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "server", "serve"],
+                [sys.executable, "-m", "server", "serve", *args],
                 env=full_env,
                 cwd=REPO_ROOT,
                 stdout=log_file,

@@ -1,0 +1,140 @@
+"""The OpenAPI 3.1 document, generated from the route table and the handlers' pydantic models."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from aiohttp import web
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from channels.names import CHANNEL_PATTERN, MAX_CHANNEL_LENGTH
+from handlers.schemas import Problem
+
+from .routes import Route
+
+REF = "#/components/schemas/{model}"
+OPENAPI_PATH = "/api/v1/openapi.json"
+ERROR_TEXT = {
+    400: "bad_request or invalid_channel",
+    401: "missing_token, invalid_token or token_expired",
+    403: "permission_denied",
+    404: "not_found",
+    413: "payload_too_large",
+    503: "unavailable: the store or broker cannot be reached; retry",
+}
+
+
+def build_openapi(routes: list[Route], *, version: str) -> dict[str, Any]:
+    models = _models(routes)
+    _, schemas = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Switchboard",
+            "version": version,
+            "description": "REST API of Switchboard. Errors are application/problem+json with a `code`.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": schemas.get("$defs", {}),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }
+
+
+def _models(routes: list[Route]) -> list[type[BaseModel]]:
+    found: dict[str, type[BaseModel]] = {"Problem": Problem}
+    for route in routes:
+        for model in [route.body, *route.responses.values()]:
+            if model is not None:
+                found[model.__name__] = model
+    return list(found.values())
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    op: dict[str, Any] = {
+        "operationId": route.operation_id,
+        "summary": route.summary,
+        "tags": [route.tag],
+        "parameters": _path_parameters(route) + _query_parameters(route) + _header_parameters(route),
+        "responses": _responses(route),
+    }
+    if route.body is not None:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": _ref(route.body)}}}
+    op["security"] = [{"bearer": []}] if route.auth else []
+    return op
+
+
+def _path_parameters(route: Route) -> list[dict[str, Any]]:
+    names = re.findall(r"{(\w+)}", route.path)
+    schema = {"type": "string", "pattern": CHANNEL_PATTERN, "maxLength": MAX_CHANNEL_LENGTH}
+    return [{"name": n, "in": "path", "required": True, "schema": schema} for n in names]
+
+
+def _query_parameters(route: Route) -> list[dict[str, Any]]:
+    if route.query is None:
+        return []
+    schema = route.query.model_json_schema()
+    return [
+        {"name": name, "in": "query", "required": name in schema.get("required", []), "schema": _scalar(prop)}
+        for name, prop in schema["properties"].items()
+    ]
+
+
+def _scalar(prop: dict[str, Any]) -> dict[str, Any]:
+    """``x | None`` query fields: a query string carries the value or leaves it out, never null."""
+    options = [o for o in prop.get("anyOf", []) if o.get("type") != "null"]
+    if not options:
+        return prop
+    merged = {**{k: v for k, v in prop.items() if k != "anyOf"}, **options[0]}
+    if merged.get("default") is None:
+        merged.pop("default", None)
+    return merged
+
+
+def _header_parameters(route: Route) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "in": "header", "required": False, "description": text,
+         "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+        for name, text in route.headers.items()
+    ]
+
+
+def _responses(route: Route) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for status, model in route.responses.items():
+        if model is None:
+            out[str(status)] = {"description": "OK", "content": {"text/plain": {"schema": {"type": "string"}}}}
+        else:
+            out[str(status)] = {"description": model.__doc__ or "OK", "content": {"application/json": {"schema": _ref(model)}}}
+    for status in route.errors:
+        out[str(status)] = {
+            "description": ERROR_TEXT[status],
+            "content": {"application/problem+json": {"schema": _ref(Problem)}},
+        }
+    return out
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": REF.format(model=model.__name__)}
+
+
+def openapi_route(routes: list[Route], *, version: str) -> Route:
+    """``GET /api/v1/openapi.json``, public, describing every route including itself."""
+    holder: dict[str, bytes] = {}
+
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=holder["doc"], content_type="application/json")
+
+    route = Route("GET", OPENAPI_PATH, handler, "openapi", "This document", {200: None}, auth=False, tag="ops")
+    doc = build_openapi([*routes, route], version=version)
+    doc["paths"][OPENAPI_PATH]["get"]["responses"]["200"] = {
+        "description": "OpenAPI 3.1 document", "content": {"application/json": {"schema": {"type": "object"}}}}
+    holder["doc"] = orjson.dumps(doc)
+    return route

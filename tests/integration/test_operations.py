@@ -1,0 +1,223 @@
+"""Operations on real server processes: metrics, graceful drain, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import socketio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.clients import call, connect, new_client
+from tests.support.servers import ServerFactory, ServerProcess, make_token
+
+CHANNEL = "chat:ops"
+
+
+def token(sub: str = "alice") -> str:
+    return make_token(sub, channels=["chat:*"])
+
+
+async def scrape(server: ServerProcess) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_count_a_scripted_session(embedded: ServerFactory) -> None:
+    server = await embedded.start()
+    sub, rec = await connect(server.url, token("sub"))
+    await call(sub, "subscribe", {"channel": CHANNEL})
+    pub, _ = await connect(server.url, token("pub"))
+    for i in range(5):
+        assert (await call(pub, "publish", {"channel": CHANNEL, "type": "t", "data": {"i": i}}))["ok"]
+    dup = await call(pub, "publish", {"channel": CHANNEL, "type": "t", "data": {}, "client_msg_id": "x"})
+    again = await call(pub, "publish", {"channel": CHANNEL, "type": "t", "data": {}, "client_msg_id": "x"})
+    assert dup["ok"] and again["duplicate"]
+    denied = await call(pub, "publish", {"channel": "news:1", "type": "t", "data": {}})
+    assert denied["error"]["code"] == "permission_denied"
+    await rec.wait_for_seq(CHANNEL, 6)
+    client, _ = new_client()
+    with contextlib.suppress(socketio.exceptions.ConnectionError):
+        await client.connect(server.url, auth={"token": "bad"}, transports=["websocket"], wait_timeout=5)
+
+    live = await scrape(server)
+    assert value(live, "switchboard_connections") == 2
+    assert value(live, "switchboard_subscriptions") == 1
+    assert value(live, "switchboard_live_channels") == 1
+    assert value(live, "switchboard_publishes_total", transport="socket", outcome="ok") == 6
+    assert value(live, "switchboard_publishes_total", transport="socket", outcome="duplicate") == 1
+    assert value(live, "switchboard_publishes_total", transport="socket", outcome="permission_denied") == 1
+    assert value(live, "switchboard_deliveries_total") == 6  # one subscriber, six events
+    assert value(live, "switchboard_delivery_latency_seconds_count") == 6
+    assert value(live, "switchboard_commit_batch_size_sum") == 7  # 6 new + the retry, found stored
+    assert value(live, "switchboard_publish_seconds_count", transport="socket") == 8
+    assert value(live, "switchboard_connections_refused_total", code="invalid_token") == 1
+
+    await sub.disconnect()
+    await pub.disconnect()
+    for _ in range(100):
+        after = await scrape(server)
+        if value(after, "switchboard_connections") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert value(after, "switchboard_connections") == 0
+    assert value(after, "switchboard_live_channels") == 0
+    # python-socketio's client closes its transport as it leaves: either label is a client leaving
+    ended = {labels: v for (name, labels), v in after.items() if name == "switchboard_disconnects_total"}
+    assert set(ended) <= {(("reason", "client"),), (("reason", "transport_close"),)}, ended
+    assert sum(ended.values()) == 2
+
+
+class Roamer:
+    """A subscriber that, like a mobile app, reconnects to another instance when its
+    connection ends and resubscribes with ``since`` = the last seq it saw."""
+
+    def __init__(self, urls: list[str], name: str) -> None:
+        self.urls = urls
+        self.name = name
+        self.seqs: list[int] = []
+        self.closing_reasons: list[str] = []
+        self.lost = asyncio.Event()
+        self.client: socketio.AsyncClient | None = None
+
+    async def start(self, index: int) -> None:
+        client = socketio.AsyncClient(reconnection=False)
+        client.on("event", lambda e: self.seqs.append(e["seq"]))
+        client.on("closing", lambda d: self.closing_reasons.append(d["reason"]))
+        client.on("disconnect", lambda *_: self.lost.set())
+        await client.connect(self.urls[index], auth={"token": token(self.name)}, transports=["websocket"])
+        since = {"since": self.seqs[-1]} if self.seqs else {}
+        ack = await client.call("subscribe", {"channel": CHANNEL, **since}, timeout=10)
+        assert ack["ok"] and ack["recovered"], ack
+        self.client = client
+
+    async def roam(self, survivor: int) -> None:
+        await asyncio.wait_for(self.lost.wait(), 20)
+        await self.start(survivor)
+
+
+async def publish_with_retries(urls: list[str], count: int, acked: dict[str, int], stop_first: asyncio.Event) -> None:
+    """Publish ``count`` events with ids; on failure move to the next instance and retry the same id."""
+    index = 0
+    client, _ = await connect(urls[index], token("pub"))
+    for i in range(count):
+        msg = {"channel": CHANNEL, "type": "t", "data": {"i": i}, "client_msg_id": f"m{i}"}
+        while True:
+            ack: dict[str, Any] | None = None
+            with contextlib.suppress(socketio.exceptions.SocketIOError, socketio.exceptions.TimeoutError):
+                ack = await client.call("publish", msg, timeout=5) if client.connected else None
+            if ack and ack["ok"]:
+                acked[msg["client_msg_id"]] = ack["seq"]
+                break
+            with contextlib.suppress(Exception):
+                await client.disconnect()
+            index = (index + 1) % len(urls)
+            client, _ = await connect(urls[index], token("pub"))
+        if i == count // 3:
+            stop_first.set()
+    await client.disconnect()
+
+
+async def test_sigterm_drains_and_clients_recover_on_the_other_instance(cluster: ServerFactory) -> None:
+    a, b = await cluster.start(), await cluster.start()
+    urls = [a.url, b.url]
+    roamers = [Roamer(urls, f"r{i}") for i in range(4)]
+    for i, roamer in enumerate(roamers):
+        await roamer.start(i % 2)
+    acked: dict[str, int] = {}
+    stop_first = asyncio.Event()
+    publishing = asyncio.create_task(publish_with_retries(urls, 300, acked, stop_first))
+    await stop_first.wait()
+    a.proc.send_signal(signal.SIGTERM)
+    moving = [asyncio.create_task(r.roam(1)) for r in roamers[::2]]  # the ones on instance a
+    await publishing
+    await asyncio.gather(*moving)
+    started = time.monotonic()
+    while a.proc.poll() is None and time.monotonic() - started < 15:
+        await asyncio.sleep(0.05)
+    assert a.proc.returncode == 0, a.log_tail()
+
+    head = max(acked.values())
+    assert sorted(acked.values()) == list(range(1, 301)), "every publish stored exactly once"
+    for roamer in roamers:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and (not roamer.seqs or roamer.seqs[-1] < head):
+            await asyncio.sleep(0.02)
+        assert roamer.seqs == list(range(1, head + 1)), roamer.name
+    for roamer in roamers[::2]:
+        assert roamer.closing_reasons == ["shutdown"]
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as http:
+        async with http.get(f"{b.url}/api/v1/channels/{CHANNEL}/events", params={"after": "0", "limit": "1000"}) as r:
+            stored = {e["client_msg_id"]: e["seq"] for e in (await r.json())["events"]}
+    assert stored == acked
+    for roamer in roamers:
+        if roamer.client is not None and roamer.client.connected:
+            await roamer.client.disconnect()
+
+
+async def _retention_case(server: ServerProcess, expect_first: int, publish: int) -> None:
+    pub, _ = await connect(server.url, token("pub"))
+    for i in range(publish):
+        assert (await call(pub, "publish", {"channel": CHANNEL, "type": "t", "data": {"i": i}}))["ok"]
+    await pub.disconnect()
+
+
+async def wait_for_first(server: ServerProcess, first: int, timeout: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as http:
+        while True:
+            async with http.get(f"{server.url}/api/v1/channels/{CHANNEL}/events", params={"after": "0"}) as r:
+                page: dict[str, Any] = await r.json()
+            if page["first"] == first or time.monotonic() > deadline:
+                return page
+            await asyncio.sleep(0.1)
+
+
+async def test_retention_by_count_on_postgres(cluster: ServerFactory, tmp_path: Path) -> None:
+    config = tmp_path / "channels.toml"
+    config.write_text("[namespaces.chat]\nhistory_max_events = 5\n")
+    server = await cluster.start(SWITCHBOARD_CHANNELS_CONFIG=str(config), SWITCHBOARD_RETENTION_INTERVAL_SECONDS="0.2")
+    await _retention_case(server, 16, 20)
+    page = await wait_for_first(server, 16)
+    assert (page["first"], page["head"]) == (16, 20)
+    assert [e["seq"] for e in page["events"]] == [16, 17, 18, 19, 20]
+    await assert_recovery_bounds(server, first=16)
+
+
+async def test_retention_by_age_on_sqlite(embedded: ServerFactory, tmp_path: Path) -> None:
+    config = tmp_path / "channels.toml"
+    config.write_text("[namespaces.chat]\nhistory_max_age_seconds = 1\n")
+    server = await embedded.start(SWITCHBOARD_CHANNELS_CONFIG=str(config), SWITCHBOARD_RETENTION_INTERVAL_SECONDS="0.2")
+    await _retention_case(server, 11, 10)
+    await asyncio.sleep(1.2)
+    await _retention_case(server, 11, 5)  # seqs 11..15, younger than a second
+    page = await wait_for_first(server, 11)
+    assert (page["first"], page["head"]) == (11, 15)
+    await assert_recovery_bounds(server, first=11)
+
+
+async def assert_recovery_bounds(server: ServerProcess, first: int) -> None:
+    client, rec = await connect(server.url, token())
+    old = await call(client, "subscribe", {"channel": CHANNEL, "since": first - 2})
+    assert old["ok"] and old["recovered"] is False
+    await call(client, "unsubscribe", {"channel": CHANNEL})
+    kept = await call(client, "subscribe", {"channel": CHANNEL, "since": first - 1})
+    assert kept["ok"] and kept["recovered"] is True
+    assert rec.seqs(CHANNEL)[-1] == kept["head"]
+    assert rec.seqs(CHANNEL)[0] == first
+    await client.disconnect()
