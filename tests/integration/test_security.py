@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,7 @@ async def test_garbage_packets_on_the_wire_do_not_drop_the_connection(server: Se
     """Speak Engine.IO 4 / Socket.IO 5 by hand to send what no client library would."""
     bystander, brec = await connect(server.url, alice())
     await call(bystander, "subscribe", {"channel": "chat:wire"})
-    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
-        assert (await ws.receive_str()).startswith("0")  # engine.io open
-        await ws.send_str("40" + json.dumps({"token": alice()}))
-        assert (await ws.receive_str()).startswith("40")  # namespace connected
+    async with raw_socket(server) as ws:
         for garbage in ['42["publish", {broken', "4Z", '42{"not":"a list"}', "42[123]", "9", '43["x"]', "42[]", "4"]:
             await ws.send_str(garbage)
         await ws.send_str('421["publish",{"channel":"chat:wire","type":"t","data":{"after":"garbage"}}]')
@@ -156,14 +153,25 @@ async def test_garbage_packets_on_the_wire_do_not_drop_the_connection(server: Se
     await brec.wait_for_seq("chat:wire", ack["seq"])
     assert brec.events["chat:wire"][-1]["data"] == {"after": "garbage"}
     # a frame that is not even Engine.IO closes that transport (as Node's engine.io does), no other
-    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
-        await ws.receive_str()
+    async with raw_socket(server, join=False) as ws:
         await ws.send_str("")
         closed = await asyncio.wait_for(ws.receive(), 5)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     still = await call(bystander, "publish", {"channel": "chat:wire", "type": "t", "data": {}})
     assert still["ok"] and bystander.connected
     await bystander.disconnect()
+
+
+@contextlib.asynccontextmanager
+async def raw_socket(server: ServerProcess, *, join: bool = True) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A hand-driven Engine.IO 4 websocket, connected to namespace ``/`` unless ``join=False``."""
+    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
+        assert (await ws.receive_str()).startswith("0")  # engine.io open
+        if join:
+            await ws.send_str("40" + json.dumps({"token": alice()}))
+            assert (await ws.receive_str()).startswith("40")  # namespace connected
+        yield ws
 
 
 async def _next_message(ws: aiohttp.ClientWebSocketResponse, prefix: str) -> str:
@@ -252,11 +260,7 @@ async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(serv
 async def test_a_message_over_the_transport_limit_closes_only_that_connection(server: ServerProcess) -> None:
     bystander, brec = await connect(server.url, alice())
     await call(bystander, "subscribe", {"channel": "chat:big"})
-    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
-    async with aiohttp.ClientSession() as http, http.ws_connect(ws_url) as ws:
-        await ws.receive_str()
-        await ws.send_str("40" + json.dumps({"token": alice()}))
-        await ws.receive_str()
+    async with raw_socket(server) as ws:
         huge = {"channel": "chat:big", "type": "t", "data": {"blob": "x" * 40_000}}  # cap: 2048 + 16 KiB
         await ws.send_str("421" + json.dumps(["publish", huge]))
         closed = await asyncio.wait_for(ws.receive(), 5)
