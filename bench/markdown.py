@@ -186,7 +186,9 @@ def render(groups: dict[str, list[Record]], command: str, elapsed: float, profil
            f"Written by `{command}` on {time.strftime('%Y-%m-%d %H:%M %Z')} ({elapsed / 60:.1f} minutes); rerun it "
            "rather than editing this file. Every number comes from one run on the machine below, with the load "
            "tester, the servers, PostgreSQL and Redis sharing its two cores: read the CPU columns to see who was "
-           "the bottleneck.", "", "## Machine", "", machine(), "", "## Peers", "", PEERS, "", "## Summary", "",
+           "the bottleneck. `other` is busy CPU outside the benchmark (this machine is shared with other work); where "
+           "it is high, every number in that row is lower than a quiet machine would give, and runs of the suite "
+           "differ by 10-30 % for that reason.", "", "## Machine", "", machine(), "", "## Peers", "", PEERS, "", "## Summary", "",
            "| Scenario | Metric | Switchboard | python-socketio peer | Node peer | vs python-socketio | vs Node |",
            "|---|---|---:|---:|---:|---:|---:|"]
     for key, records in groups.items():

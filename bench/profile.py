@@ -30,7 +30,7 @@ AREAS = {  # area: top-level packages of its frames (py-spy shows paths relative
     "pydantic (validation)": ("pydantic", "pydantic_core"),
     "jwt (token verification)": ("jwt",),
 }
-EVENT_LOOP = "event loop (uvloop: polling, callbacks, transports)"
+EVENT_LOOP = "event loop (polling, callbacks, transports)"
 
 
 def _py_spy() -> str:

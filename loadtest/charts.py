@@ -37,8 +37,8 @@ def nice_ticks(low: float, high: float, count: int = 5) -> list[float]:
 
 
 def _fmt(value: float) -> str:
-    if value != 0 and (abs(value) >= 10_000 or abs(value) < 0.01):
-        return f"{value:.2g}" if abs(value) < 0.01 else f"{value / 1000:,.0f}k"
+    if value != 0 and (abs(value) >= 1000 or abs(value) < 0.01):
+        return f"{value:.2g}" if abs(value) < 0.01 else f"{value / 1000:,.3g}k"
     return f"{value:,.2f}".rstrip("0").rstrip(".")
 
 
@@ -102,7 +102,7 @@ def line_chart(title: str, series: Sequence[Series], x_label: str = "seconds", y
             pen_down = True
         body.append(f'<path d="{" ".join(path)}" fill="none" stroke="{color}" stroke-width="2">'
                     f'<title>{escape(s.name)}</title></path>')
-        lx = LEFT + 10 + i * 150
+        lx = WIDTH - RIGHT - (len(series) - i) * 150  # right-aligned, clear of the title
         body.append(f'<rect x="{lx}" y="{TOP - 12}" width="10" height="3" fill="{color}"/>'
                     f'<text x="{lx + 14}" y="{TOP - 8}">{escape(s.name)}</text>')
     return _frame(title, x_label, y_label, body)
@@ -133,5 +133,5 @@ def latency_histogram(title: str, points: Sequence[tuple[float, int]], markers: 
             body.append(f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{TOP}" y2="{HEIGHT - BOTTOM}" '
                         f'stroke="{PALETTE[(i + 1) % len(PALETTE)]}" stroke-dasharray="4 3"/>'
                         f'<text x="{px + 3:.1f}" y="{TOP + 12 + 12 * i}" fill="{PALETTE[(i + 1) % len(PALETTE)]}">'
-                        f'{escape(name)} {_fmt(value)} ms</text>')
+                        f'{escape(name)} {value:,.0f} ms</text>' if value >= 10 else f'{escape(name)} {value:.2f} ms</text>')
     return _frame(title, "milliseconds (log)", "% of samples", body)

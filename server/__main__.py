@@ -88,6 +88,7 @@ def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:
         host=settings.host,
         port=settings.port,
         reuse_port=reuse_port,
+        backlog=settings.listen_backlog,
         access_log_class=AccessLogger,
         shutdown_timeout=settings.shutdown_timeout,
         print=lambda msg: log.info("%s", msg.strip()),

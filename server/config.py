@@ -72,6 +72,7 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_enabled: bool = True
+    listen_backlog: int = Field(default=1024, ge=1)
 
     _split_algorithms = field_validator("jwt_algorithms", "cors_origins", mode="before")(_split_csv)
 
