@@ -67,11 +67,14 @@ class SocketHandlers:
         self._telemetry: Telemetry = telemetry or NullTelemetry()
         self.connections: dict[str, Connection] = {}
 
-    def mark_closing(self, sid: str, reason: str) -> None:
-        """Record why the server is about to end ``sid`` (for logs and metrics)."""
+    def mark_closing(self, sid: str, reason: str) -> bool:
+        """Record why the server is about to end ``sid`` (for logs and metrics);
+        False when it is gone or already being closed for another reason."""
         conn = self.connections.get(sid)
-        if conn is not None and conn.close_reason is None:
-            conn.close_reason = reason
+        if conn is None or conn.close_reason is not None:
+            return False
+        conn.close_reason = reason
+        return True
 
     def register(self, sio: socketio.AsyncServer) -> None:
         sio.on("connect", self.on_connect)

@@ -26,7 +26,8 @@ from .lifecycle import add_lifecycle
 from .metrics import PrometheusTelemetry, StateCollector
 from .middleware import auth_middleware, context_middleware, cors_middleware, problem_middleware
 from .routes import add_routes
-from .sockets import SocketDelivery, build_sio
+from .delivery import QueueDelivery, SendLimits
+from .sockets import SlowConsumers, build_sio
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -38,10 +39,19 @@ def create_app(settings: Settings) -> web.Application:
     store = open_store(settings.database_url, **_store_options(settings))
     broker = open_broker(settings.redis_url, prefix=settings.redis_prefix)
     sio = build_sio(settings)
+
+    def on_slow_consumer(sid: str) -> None:
+        slow_consumers(sid)  # bound below, before the server accepts any connection
+
+    delivery = QueueDelivery(
+        sio,
+        SendLimits(settings.send_queue_max_messages, settings.send_queue_max_bytes),
+        on_slow_consumer=on_slow_consumer,
+    )
     fanout = Fanout(
         store,
         broker,
-        SocketDelivery(sio),
+        delivery,
         gap_timeout=settings.gap_timeout_ms / 1000,
         recovery_max_events=settings.recovery_max_events,
         telemetry=telemetry,
@@ -67,6 +77,7 @@ def create_app(settings: Settings) -> web.Application:
 
     sockets = SocketHandlers(service, authenticate, telemetry)
     sockets.register(sio)
+    slow_consumers = SlowConsumers(sio, sockets)
     registry.register(_state_gauges(sockets, fanout))
 
     app = web.Application(

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_enabled: bool = True
     listen_backlog: int = Field(default=1024, ge=1)
+    send_queue_max_messages: int = Field(default=1000, ge=1)
+    send_queue_max_bytes: int = Field(default=1 << 20, ge=1024)
+    websocket_compression: bool = False
 
     _split_algorithms = field_validator("jwt_algorithms", "cors_origins", mode="before")(_split_csv)
 

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from typing import Any
 
 import orjson
 import socketio
 
-from channels.models import Event
-from channels.ports import Delivery
 from handlers.sockets import SocketHandlers
 
 from .config import Settings
+from .delivery import SwitchboardSocketIO, cut_off
+
+log = logging.getLogger(__name__)
 
 
 class _OrjsonJson:
@@ -41,8 +44,9 @@ def build_sio(settings: Settings) -> socketio.AsyncServer:
         origins = "*"
     elif settings.cors_origins:
         origins = list(settings.cors_origins)
-    return socketio.AsyncServer(
+    return SwitchboardSocketIO(
         async_mode="aiohttp",
+        websocket_compression=settings.websocket_compression,
         json=_OrjsonJson,
         cors_allowed_origins=origins,
         max_http_buffer_size=settings.transport_max_message_bytes,
@@ -53,24 +57,21 @@ def build_sio(settings: Settings) -> socketio.AsyncServer:
     )
 
 
-class SocketDelivery(Delivery):
-    """Delivers through python-socketio rooms: one room per channel, so a
-    broadcast encodes the packet once for all its members."""
+class SlowConsumers:
+    """Cuts off connections whose send queue passed its bound (``slow_consumer``)."""
 
-    def __init__(self, sio: socketio.AsyncServer) -> None:
+    def __init__(self, sio: socketio.AsyncServer, sockets: SocketHandlers) -> None:
         self._sio = sio
+        self._sockets = sockets
+        self._tasks: set[asyncio.Task[None]] = set()
 
-    async def broadcast(self, channel: str, event: Event) -> None:
-        await self._sio.emit("event", event.wire(), room=channel)
-
-    async def send(self, conn_id: str, event: Event) -> None:
-        await self._sio.emit("event", event.wire(), to=conn_id)
-
-    async def join(self, conn_id: str, channel: str) -> None:
-        await self._sio.enter_room(conn_id, channel)
-
-    async def leave(self, conn_id: str, channel: str) -> None:
-        await self._sio.leave_room(conn_id, channel)
+    def __call__(self, sid: str) -> None:
+        if not self._sockets.mark_closing(sid, "slow_consumer"):
+            return  # already being closed
+        log.warning("connection %s fell behind its send bound: cutting it off (slow_consumer)", sid)
+        task = asyncio.get_running_loop().create_task(cut_off(self._sio, sid))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 async def close_connection(sio: socketio.AsyncServer, sockets: SocketHandlers, sid: str, reason: str) -> None:
