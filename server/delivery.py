@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -62,11 +63,59 @@ def _packet_size(pkt: Any) -> int:
     return len(data) if isinstance(data, (str, bytes)) else 0
 
 
+class FramedText(str):
+    """An encoded Engine.IO message that also carries its complete WebSocket frame,
+    built once and written as-is to every websocket it is sent to."""
+
+    frame: bytes
+
+
+def framed(text: str) -> FramedText:
+    out = FramedText(text)
+    out.frame = ws_frame(text.encode(), opcode=0x1)
+    return out
+
+
+def ws_frame(payload: bytes, *, opcode: int) -> bytes:
+    """An unmasked, final, uncompressed server frame (RFC 6455, 5.2)."""
+    size = len(payload)
+    if size < 126:
+        header = bytes((0x80 | opcode, size))
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x80 | opcode, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x80 | opcode, 127, size)
+    return header + payload
+
+
+class Flusher:
+    """Writes every websocket that was given frames during this loop iteration,
+    once, with ``writelines``: frames due to one connection in the same
+    iteration leave in one write."""
+
+    def __init__(self) -> None:
+        self._dirty: list[_WebSocket] = []
+
+    def mark(self, ws: _WebSocket) -> None:
+        if not self._dirty:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._dirty.append(ws)
+
+    def _flush(self) -> None:
+        dirty, self._dirty = self._dirty, []
+        for ws in dirty:
+            ws.flush()
+
+
 class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
-    """engineio's aiohttp websocket, with per-message compression as configured
-    (off by default: deflating every frame for every socket is the most
-    expensive thing a broadcast can do) and its transport remembered on the
-    Engine.IO socket, so a slow consumer can be cut off at once."""
+    """engineio's aiohttp websocket, writing its own frames.
+
+    Everything this connection is sent (engineio's writer: acks, pings; the
+    delivery path: events) becomes frames in one output list, flushed once per
+    loop iteration, in the order sent. Per-message compression is off unless
+    configured: deflating every frame for every socket is the most expensive
+    thing a broadcast can do. With compression on, frames go through aiohttp.
+    """
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
         request: web.Request = environ["aiohttp.request"]
@@ -75,11 +124,54 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         )
         await self._sock.prepare(request)
         self.environ = environ
+        self.transport = request.transport
+        self._out: list[bytes] = []
+        self._out_size = 0
+        self._direct = not self._sock.compress
         owner = getattr(self.handler, "__self__", None)  # the engineio AsyncSocket
         if owner is not None:
-            owner.transport = request.transport
+            owner.ws = self
         await self.handler(self)
         return self._sock
+
+    async def send(self, message: str | bytes) -> None:
+        if not self._direct:
+            await super().send(message)
+        elif isinstance(message, FramedText):
+            self.push(message.frame)
+        elif isinstance(message, str):
+            self.push(ws_frame(message.encode(), opcode=0x1))
+        else:
+            self.push(ws_frame(bytes(message), opcode=0x2))
+
+    def accepts_direct(self) -> bool:
+        return self._direct
+
+    def push(self, frame: bytes) -> None:
+        if not self._out:
+            self.server.flusher.mark(self)
+        self._out.append(frame)
+        self._out_size += len(frame)
+
+    def buffered(self) -> int:
+        """Bytes written to this connection and not yet taken by the network."""
+        transport = self.transport
+        return self._out_size + (transport.get_write_buffer_size() if transport is not None else 0)
+
+    def flush(self) -> None:
+        out, self._out, self._out_size = self._out, [], 0
+        transport = self.transport
+        if out and transport is not None and not transport.is_closing():
+            transport.writelines(out)
+
+    def abort(self) -> None:
+        self._out, self._out_size = [], 0
+        if self.transport is not None:
+            self.transport.abort()
+
+    async def close(self) -> None:
+        self.flush()
+        await self._sock.close()
 
 
 class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]
@@ -87,6 +179,7 @@ class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.flusher = Flusher()
         # a copy: the driver's table is module state shared by every server
         drivers: dict[str, Any] = getattr(self, "_async")
         self._async = {**drivers, "websocket": _WebSocket}
@@ -107,7 +200,7 @@ class SwitchboardSocketIO(socketio.AsyncServer):  # type: ignore[misc]
 
 
 async def cut_off(sio: socketio.AsyncServer, sid: str) -> None:
-    """End a connection that cannot keep up: its queue is full, so no goodbye can
+    """End a connection that cannot keep up: its buffers are full, so no goodbye can
     reach it. Drop what it has pending, close the Engine.IO socket (the
     disconnect handlers run) and abort the TCP connection, so its memory is
     freed now rather than when the kernel gives up on it."""
@@ -119,9 +212,9 @@ async def cut_off(sio: socketio.AsyncServer, sid: str) -> None:
     queue.discard_pending()
     await socket.close(wait=False, abort=True)
     queue.put_nowait(None)  # ends the socket's writer
-    transport = getattr(socket, "transport", None)
-    if transport is not None:
-        transport.abort()
+    ws: _WebSocket | None = getattr(socket, "ws", None)
+    if ws is not None:
+        ws.abort()
     sio.eio.sockets.pop(eio_sid, None)
 
 
@@ -165,6 +258,15 @@ class QueueDelivery(Delivery):
         if socket is None or socket.closed or socket.closing:
             return
         queue: TrackedQueue = socket.queue
+        ws: _WebSocket | None = getattr(socket, "ws", None)
+        if ws is not None and socket.upgraded and queue.empty() and ws.accepts_direct():
+            # nothing queued before it: straight into the connection's output, FIFO intact
+            frame = pkt.encode().frame
+            if ws.buffered() + len(frame) > self._limits.max_bytes:
+                self._on_slow(sid)
+                return
+            ws.push(frame)
+            return
         if queue.qsize() >= self._limits.max_messages or queue.size + len(pkt.data) > self._limits.max_bytes:
             self._on_slow(sid)
             return
@@ -172,6 +274,9 @@ class QueueDelivery(Delivery):
 
 
 def _event_packet(event: Event) -> eio_packet.Packet:
-    """The Engine.IO message carrying Socket.IO ``event``, encoded once for every recipient."""
+    """The Engine.IO message carrying Socket.IO ``event``, encoded (and framed) once
+    for every recipient: engineio caches a packet's encoding on the packet."""
     encoded = sio_packet.Packet(sio_packet.EVENT, namespace="/", data=["event", event.wire()]).encode()
-    return eio_packet.Packet(eio_packet.MESSAGE, encoded)
+    pkt = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+    pkt.encode_cache = framed("4" + encoded)
+    return pkt
