@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import socketio
 
-from channels.models import Event
+from channels.models import Event, PresenceChange
 from channels.ports import Delivery
 
 from .config import Settings
@@ -61,3 +61,6 @@ class SocketDelivery(Delivery):
 
     async def leave(self, conn_id: str, channel: str) -> None:
         await self._sio.leave_room(conn_id, channel)
+
+    async def presence(self, change: PresenceChange) -> None:
+        await self._sio.emit("presence", change.wire(), room=change.channel)
