@@ -142,16 +142,18 @@ class PresenceBase(Presence):
     # -- background work ---------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        task = asyncio.current_task()
+        # redis-py may swallow a cancellation (turn it into ConnectionError, or retry
+        # the command): a cancel that was asked for ends the loop all the same
+        while task is None or not task.cancelling():
             await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))
             try:
                 await self._tick()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never die: the next tick retries
-                task = asyncio.current_task()
                 if task is not None and task.cancelling():
-                    raise  # redis-py turns a cancelled read into ConnectionError
+                    raise asyncio.CancelledError from exc
                 unexpected = not isinstance(exc, PresenceUnavailable)
                 log.log(logging.ERROR if unexpected else logging.WARNING,
                         "presence heartbeat failed: %s", exc, exc_info=unexpected)
