@@ -338,11 +338,13 @@ class Fanout(BrokerListener):
         # the broker may have moved last_seq on during the read: offering drops what is old
         for event in page:
             self._offer(state, event)
-        lowest = min(state.pending, default=None)
-        if lowest is not None and state.last_seq == after and (not page or page[0].seq != after + 1):
+        # Only the gap that existed when the read began is known to be committed
+        # (``before`` was delivered, so everything below it is visible). A gap that
+        # opened during the read proves nothing: the next read covers it.
+        if before is not None and state.last_seq == after and (not page or page[0].seq != after + 1):
             # the store no longer has them (retention): nothing can bring them back
-            log.warning("events %d..%d of %s are no longer stored; skipping", after + 1, lowest - 1, state.name)
-            state.last_seq = lowest - 1
+            log.warning("events %d..%d of %s are no longer stored; skipping", after + 1, before - 1, state.name)
+            state.last_seq = before - 1
         self._advance(state)
         return len(page) == READ_PAGE or bool(state.pending)
 

@@ -125,11 +125,13 @@ class SqliteEventStore(EventStore):
         return path
 
     async def _configure(self, conn: aiosqlite.Connection) -> None:
+        # busy_timeout first: switching to WAL takes a lock that another process
+        # opening the same file at the same moment must wait for, not fail on.
         # WAL lets readers in other processes run during a commit; FULL makes
         # a commit survive power loss, which "durable before acknowledged" needs
+        await conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
         await conn.execute_fetchall("PRAGMA journal_mode=WAL")
         await conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        await conn.execute(f"PRAGMA busy_timeout={self._busy_timeout_ms}")
 
     async def close(self) -> None:
         self._closed = True

@@ -201,3 +201,25 @@ async def test_failed_activation_answers_unavailable_and_drops_the_broker_subscr
     assert err.value.code is ErrorCode.UNAVAILABLE
     assert broker.history == [("subscribe", CH), ("unsubscribe", CH)]
     assert fanout.live_channels() == 0 and fanout.members(CH) == 0
+
+
+async def test_a_gap_that_opens_during_a_read_is_not_taken_for_retention(parts) -> None:  # type: ignore[no-untyped-def]
+    fanout, store, broker, delivery = parts
+    await fanout.join("a", CH)
+    broker.deliver(store.put(CH, 1)[0])
+    await settle(delivery, "a", 1)
+    real_read = store.read
+
+    async def read_then_events_arrive(channel: str, **kw):  # type: ignore[no-untyped-def]
+        rows = await real_read(channel, **kw)  # nothing after 1 yet: no gap was pending
+        events = store.put(CH, 3)
+        broker.deliver(events[-1])  # 3 arrives before 2 while the read is in flight
+        return rows
+
+    store.read = read_then_events_arrive  # type: ignore[method-assign]
+    fanout.on_resubscribed()  # a fill that starts with nothing pending
+    await asyncio.sleep(0.01)
+    store.read = real_read  # type: ignore[method-assign]
+    await settle(delivery, "a", 3)
+    await asyncio.sleep(0.05)
+    assert delivery.received["a"] == [1, 2, 3]
