@@ -40,6 +40,17 @@ def token(sub: str) -> str:
     return jwt.encode({"sub": sub, "exp": int(time.time()) + 3600, "channels": ["bench:*"]}, SECRET, algorithm="HS256")
 
 
+# This measures throughput, not limits: the publishers are unthrottled, and the in-process
+# clients (the bottleneck here) are allowed a deep send queue instead of being cut off.
+THROUGHPUT_SETTINGS = {
+    "SWITCHBOARD_LIMIT_PUBLISH_RATE": "0",
+    "SWITCHBOARD_LIMIT_CONNECT_RATE": "0",
+    "SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER": "0",
+    "SWITCHBOARD_SEND_QUEUE_MAX_MESSAGES": "1000000",
+    "SWITCHBOARD_SEND_QUEUE_MAX_BYTES": str(1 << 30),
+}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -113,7 +124,7 @@ async def run(args: argparse.Namespace) -> None:
     base = args.postgres.rsplit("/", 1)[0]
     env = {"SWITCHBOARD_DATABASE_URL": f"{base}/{db}", "SWITCHBOARD_REDIS_URL": args.redis,
            "SWITCHBOARD_REDIS_PREFIX": f"sbbench:{uuid.uuid4().hex[:8]}:", "SWITCHBOARD_JWT_SECRET": SECRET,
-           "SWITCHBOARD_ENV": "test"}
+           "SWITCHBOARD_ENV": "test", **THROUGHPUT_SETTINGS}
     servers: list[tuple[str, subprocess.Popen[bytes]]] = []
     try:
         with tempfile.TemporaryDirectory() as logdir:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socketio
 from aiohttp import web
 
+from channels.control import ControlBus
 from channels.ports import Broker, EventStore
 from channels.service import ChannelService
 from handlers.sockets import SocketHandlers
@@ -19,3 +20,4 @@ SERVICE = web.AppKey("service", ChannelService)
 VERIFIER = web.AppKey("verifier", TokenVerifier)
 SIO = web.AppKey("sio", socketio.AsyncServer)
 SOCKETS = web.AppKey("sockets", SocketHandlers)
+CONTROL = web.AppKey("control", ControlBus)

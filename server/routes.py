@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from handlers.rest import RestHandlers, health_handlers
+from handlers.server_api import ServerApi
 
 from . import keys
 
@@ -19,3 +20,9 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(API + "/channels/{channel}/events", rest.history)
     app.router.add_post(API + "/channels/{channel}/events", rest.publish)
     app.router.add_post(API + "/sync", rest.sync)
+    app.router.add_get(API + "/channels/{channel}/presence", rest.presence)
+    server = ServerApi(app[keys.SERVICE], app[keys.CONTROL], max_body_bytes=app[keys.SETTINGS].server_batch_max_bytes)
+    app.router.add_post(API + "/server/publish", server.publish)
+    app.router.add_post(API + "/server/users/{user}/disconnect", server.disconnect_user)
+    app.router.add_get(API + "/server/channels/{channel}/presence", server.presence)
+    app.router.add_get(API + "/server/channels/{channel}/stats", server.stats)
