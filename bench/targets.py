@@ -117,7 +117,11 @@ class Switchboard(Target):
         asyncio.run(_admin(f'CREATE DATABASE "{self.database}"'))
         env = {"SWITCHBOARD_DATABASE_URL": POSTGRES.rsplit("/", 1)[0] + f"/{self.database}",
                "SWITCHBOARD_REDIS_URL": REDIS, "SWITCHBOARD_REDIS_PREFIX": f"sbbench:{uuid.uuid4().hex[:8]}:",
-               "SWITCHBOARD_JWT_SECRET": SECRET, "SWITCHBOARD_ENV": "test", "SWITCHBOARD_LOG_LEVEL": "WARNING"}
+               "SWITCHBOARD_JWT_SECRET": SECRET, "SWITCHBOARD_ENV": "test", "SWITCHBOARD_LOG_LEVEL": "WARNING",
+               # a benchmark measures capacity: thousands of sockets from one address and
+               # publishers far above a phone's rate are the point, not abuse to refuse
+               "SWITCHBOARD_LIMIT_PUBLISH_RATE": "0", "SWITCHBOARD_LIMIT_CONNECT_RATE": "0",
+               "SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER": "0", "SWITCHBOARD_LIMIT_REST_RATE": "0"}
         for _ in range(instances):
             port = free_port()
             self._spawn([sys.executable, "-m", "server", "serve"], {**env, "SWITCHBOARD_PORT": str(port)}, ROOT, port)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 
 class ErrorCode(StrEnum):
@@ -21,6 +22,14 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     # REST only
     NOT_FOUND = "not_found"
+    # limits (promise 6): the call or connection was refused, the connection survives
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    # why the server closed a connection (``closing`` event)
+    SLOW_CONSUMER = "slow_consumer"
+    DISCONNECTED_BY_SERVER = "disconnected_by_server"
+    SHUTDOWN = "shutdown"
 
 
 class AppError(Exception):
@@ -28,16 +37,24 @@ class AppError(Exception):
 
     ``temporary`` tells the caller a retry may succeed (the store or broker was
     unreachable); a permanent error will fail again with the same input.
+    ``retry_after`` (seconds) says when a rate-limited call may succeed again.
     """
 
-    def __init__(self, code: ErrorCode, message: str, *, temporary: bool = False) -> None:
+    def __init__(
+        self, code: ErrorCode, message: str, *, temporary: bool = False, retry_after: float | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
-        self.temporary = temporary
+        self.temporary = temporary or retry_after is not None
+        self.retry_after = retry_after
 
-    def to_dict(self) -> dict[str, str]:
-        return {"code": self.code.value, "message": self.message}
+    def to_dict(self) -> dict[str, Any]:
+        """``{code, message}``, plus ``retry_after`` (seconds, 3 decimals) when set."""
+        out: dict[str, Any] = {"code": self.code.value, "message": self.message}
+        if self.retry_after is not None:
+            out["retry_after"] = round(self.retry_after, 3)
+        return out
 
 
 class StoreUnavailable(AppError):
@@ -51,4 +68,11 @@ class BrokerUnavailable(AppError):
     """The broker could not be reached."""
 
     def __init__(self, message: str = "broker unavailable") -> None:
+        super().__init__(ErrorCode.UNAVAILABLE, message, temporary=True)
+
+
+class PresenceUnavailable(AppError):
+    """The presence backend could not be reached."""
+
+    def __init__(self, message: str = "presence backend unavailable") -> None:
         super().__init__(ErrorCode.UNAVAILABLE, message, temporary=True)

@@ -24,7 +24,7 @@ from typing import Any
 
 from . import codec
 from .errors import AppError, ErrorCode
-from .models import Event
+from .models import Event, PresenceChange
 from .ports import Broker, BrokerListener, Delivery, EventStore
 from .telemetry import NullTelemetry, Telemetry
 
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 READ_PAGE = 500
 CATCH_UP_TIMEOUT = 5.0
+PRESENCE_BACKLOG = 10_000  # per channel; beyond it the oldest changes are dropped
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class _ChannelState:
     closing: bool = False
     pump: asyncio.Task[None] | None = None
     filler: asyncio.Task[None] | None = None
+    presence_out: deque[PresenceChange] = field(default_factory=lambda: deque(maxlen=PRESENCE_BACKLOG))
+    presence_pump: asyncio.Task[None] | None = None
     behind_at: int | None = None  # store head seen ahead of last_seq at the previous check
 
 
@@ -173,7 +176,7 @@ class Fanout(BrokerListener):
         if state.closing:
             return
         state.closing = True
-        for task in (state.pump, state.filler):
+        for task in (state.pump, state.filler, state.presence_pump):
             if task is not None:
                 task.cancel()
         try:
@@ -252,14 +255,17 @@ class Fanout(BrokerListener):
         if state is None:
             return
         try:
-            event = codec.decode_event(payload)
+            message = codec.decode_message(payload)
         except ValueError:
             log.warning("dropping malformed broker message on %s", channel)
             return
-        if event.channel != channel:
-            log.warning("dropping broker message for %s received on %s", event.channel, channel)
+        if message.channel != channel:
+            log.warning("dropping broker message for %s received on %s", message.channel, channel)
             return
-        self._offer(state, event)
+        if isinstance(message, PresenceChange):
+            self._offer_presence(state, message)
+        else:
+            self._offer(state, message)
 
     def on_resubscribed(self) -> None:
         """Messages may have been lost while the broker was away: read what we missed."""
@@ -359,6 +365,26 @@ class Fanout(BrokerListener):
             state.last_seq = before - 1
         self._advance(state)
         return len(page) == READ_PAGE or bool(state.pending)
+
+    # -- presence changes: delivered as they come, outside the seq order ---------
+
+    def _offer_presence(self, state: _ChannelState, change: PresenceChange) -> None:
+        if state.closing:
+            return
+        state.presence_out.append(change)
+        if state.presence_pump is None:
+            state.presence_pump = self._spawn(self._pump_presence(state))
+
+    async def _pump_presence(self, state: _ChannelState) -> None:
+        try:
+            while state.presence_out:
+                change = state.presence_out.popleft()
+                try:
+                    await self._delivery.presence(change)
+                except Exception:
+                    log.exception("presence delivery in %s failed", state.name)
+        finally:
+            state.presence_pump = None
 
     # -- position checks ------------------------------------------------------
 

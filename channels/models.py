@@ -89,3 +89,36 @@ class Principal:
     @property
     def is_server(self) -> bool:
         return self.role == "server"
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceMember:
+    """One user present in a channel: how many of its connections joined, and the
+    ``info`` claim of its token (as given by the most recent of them to join)."""
+
+    user: str
+    connections: int
+    info: JsonObject = field(default_factory=dict)
+
+    def wire(self) -> JsonObject:
+        return {"user": self.user, "connections": self.connections, "info": self.info}
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """A user's first connection joined (``join``) or its last one left (``leave``)."""
+
+    channel: str
+    user: str
+    action: str  # "join" | "leave"
+
+    def wire(self) -> JsonObject:
+        return {"channel": self.channel, "user": self.user, "action": self.action}
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceStats:
+    """Connections joined to a channel across all instances, and distinct users among them."""
+
+    connections: int
+    users: int

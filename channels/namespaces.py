@@ -6,6 +6,7 @@ publish = true             # may clients (non-server tokens) publish?
 max_payload_bytes = 65536  # size of `data` as JSON; capped by SWITCHBOARD_MAX_PAYLOAD_BYTES
 history_max_age_seconds = 604800   # retention by age (omit for no limit)
 history_max_events = 10000         # retention by count per channel (omit for no limit)
+presence = false           # track members, answer `presence`, send join/leave events
 
 [namespaces.chat]
 history_max_events = 1000
@@ -35,6 +36,7 @@ class NamespaceOptions(BaseModel):
     max_payload_bytes: int = Field(default=65536, gt=0)
     history_max_age_seconds: float | None = Field(default=7 * 24 * 3600, gt=0)
     history_max_events: int | None = Field(default=10_000, gt=0)
+    presence: bool = False
 
 
 BUILTIN_OVERRIDES: dict[str, dict[str, Any]] = {

@@ -9,7 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from .models import Appended, ChannelBounds, Event, NewEvent
+from .models import (
+    Appended,
+    ChannelBounds,
+    Event,
+    JsonObject,
+    NewEvent,
+    PresenceChange,
+    PresenceMember,
+    PresenceStats,
+)
 
 
 class EventStore(Protocol):
@@ -140,6 +149,68 @@ class Broker(Protocol):
         """Raise ``BrokerUnavailable`` unless the broker answers."""
 
 
+class PresenceListener(Protocol):
+    """What a presence adapter reports to (the presence tracker)."""
+
+    def on_changes(self, changes: Sequence[PresenceChange]) -> None:
+        """Changes nobody asked for: users whose last connection in a channel
+        was removed because its instance stopped heartbeating (``leave``), or
+        whose connections were re-registered after this instance lost its
+        entries (``join``). Called from the adapter's task; must not block or raise."""
+
+
+class Presence(Protocol):
+    """Who is joined to which channel, and how many connections each user holds,
+    across all instances.
+
+    Adapters: ``RedisPresence`` and ``MemoryPresence`` (one process; several on
+    one ``MemoryPresenceHub`` act like instances sharing a Redis). Entries belong
+    to the adapter object that added them. It heartbeats every ``timeout / 5``;
+    an instance that has not heartbeaten for ``0.75 * timeout`` is dead and any
+    instance's reaper removes its entries (idempotently, in batches) and reports
+    the users whose last connection went, so a killed instance's members are gone
+    within ``timeout``. An adapter that finds itself declared dead (it stalled,
+    or Redis lost its data) re-registers its live entries under a new identity.
+
+    ``join``/``leave`` and ``connect``/``disconnect`` are atomic on the backend:
+    "first" and "last" answers are exact across instances. Every method except
+    ``start`` and ``close`` may raise ``PresenceUnavailable``; the call is then
+    remembered locally and applied when the backend answers again.
+    """
+
+    async def start(self, listener: PresenceListener) -> None:
+        """Register this instance, reap instances that died meanwhile, start heartbeating."""
+
+    async def close(self) -> None:
+        """Stop heartbeating and remove this instance's remaining entries (reported
+        to the listener as ``leave``). Idempotent."""
+
+    async def connect(self, conn: str, user: str, *, limit: int = 0) -> bool:
+        """Count connection ``conn`` of ``user``. False (nothing counted) when the
+        user already holds ``limit`` connections across instances (0: no limit).
+        Counting the same ``conn`` twice is a no-op that returns True."""
+
+    async def disconnect(self, conn: str, user: str) -> None:
+        """Uncount ``conn``. Unknown connections are a no-op."""
+
+    async def join(self, channel: str, conn: str, user: str, info: JsonObject) -> bool:
+        """Add ``conn`` of ``user`` to ``channel``; True if it is the user's first
+        connection there (on any instance). Joining twice is a no-op returning False."""
+
+    async def leave(self, channel: str, conn: str, user: str) -> bool:
+        """Remove ``conn`` from ``channel``; True if it was the user's last
+        connection there. Unknown entries are a no-op returning False."""
+
+    async def members(self, channel: str) -> list[PresenceMember]:
+        """Every user joined to ``channel``, each once, sorted by user id."""
+
+    async def stats(self, channel: str) -> PresenceStats:
+        """Connections and distinct users joined to ``channel``."""
+
+    async def ping(self) -> None:
+        """Raise ``PresenceUnavailable`` unless the backend answers."""
+
+
 class Delivery(Protocol):
     """How the fan-out hands events to local connections (provided by ``server/``).
 
@@ -158,3 +229,6 @@ class Delivery(Protocol):
 
     async def leave(self, conn_id: str, channel: str) -> None:
         """Stop broadcasts of ``channel`` to ``conn_id``."""
+
+    async def presence(self, change: PresenceChange) -> None:
+        """Send a presence change to every local connection that joined its channel."""

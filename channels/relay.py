@@ -16,7 +16,8 @@ log = logging.getLogger(__name__)
 
 
 class BrokerRelay:
-    """A single task drains committed events to ``Broker.publish`` in batches.
+    """A single task drains committed events (and other channel messages, such as
+    presence changes) to ``Broker.publish`` in batches, in the order pushed.
 
     The publisher's ack does not wait for this: the event is durable already,
     and an instance that misses a broker message fills the gap from the store
@@ -35,7 +36,7 @@ class BrokerRelay:
     ) -> None:
         self._broker = broker
         self._telemetry: Telemetry = telemetry or NullTelemetry()
-        self._backlog: deque[Event] = deque()
+        self._backlog: deque[tuple[str, bytes]] = deque()
         self._max_backlog = max_backlog
         self._max_batch = max_batch
         self._wakeup = asyncio.Event()
@@ -43,13 +44,21 @@ class BrokerRelay:
         self.dropped = 0
 
     def push(self, events: Sequence[Event]) -> None:
-        self._backlog.extend(events)
+        self._backlog.extend((e.channel, codec.encode_event(e)) for e in events)
+        self._trim()
+
+    def push_message(self, channel: str, payload: bytes) -> None:
+        """Queue one already-encoded message for ``channel``'s broker channel."""
+        self._backlog.append((channel, payload))
+        self._trim()
+
+    def _trim(self) -> None:
         overflow = len(self._backlog) - self._max_backlog
         if overflow > 0:
             for _ in range(overflow):
                 self._backlog.popleft()
             self.dropped += overflow
-            log.warning("broker relay backlog full: dropped %d events (store keeps them)", overflow)
+            log.warning("broker relay backlog full: dropped %d messages (the store keeps events)", overflow)
         self._wakeup.set()
 
     async def start(self) -> None:
@@ -88,6 +97,6 @@ class BrokerRelay:
 
     async def _publish_batch(self) -> None:
         batch = [self._backlog[i] for i in range(min(self._max_batch, len(self._backlog)))]
-        await self._broker.publish([(e.channel, codec.encode_event(e)) for e in batch])
+        await self._broker.publish(batch)
         for _ in batch:
             self._backlog.popleft()

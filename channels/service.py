@@ -1,4 +1,4 @@
-"""The use cases both transports call: publish, subscribe, history, sync.
+"""The use cases both transports call: publish, subscribe, history, sync, presence.
 
 Inputs arrive shape-validated (handlers/schemas.py); this layer checks channel
 names, authorization and limits, and talks to the writer, store and fan-out.
@@ -6,17 +6,19 @@ names, authorization and limits, and talks to the writer, store and fan-out.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from . import authz, codec
 from .errors import AppError, ErrorCode
 from .fanout import Fanout, JoinResult
-from .models import Appended, Event, JsonObject, NewEvent, Principal
+from .models import Appended, Event, JsonObject, NewEvent, PresenceMember, Principal
 from .names import validate_channel
 from .namespaces import NamespaceRules
 from .ports import EventStore
+from .presence.tracker import PresenceTracker
 from .store.writer import GroupCommitWriter
 from .telemetry import NullTelemetry, Telemetry
 
@@ -28,6 +30,7 @@ class ServiceLimits:
     history_max_limit: int = 1000
     sync_max_channels: int = 100
     sync_max_events: int = 1000
+    batch_max_events: int = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,25 @@ class SyncResult:
     has_more: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelStats:
+    """``subscribers``: connections subscribed on every instance; ``users``: distinct users among them."""
+
+    channel: str
+    head: int
+    first: int
+    subscribers: int
+    users: int
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    channel: str
+    type: str
+    data: JsonObject
+    client_msg_id: str | None = None
+
+
 class ChannelService:
     def __init__(
         self,
@@ -60,6 +82,7 @@ class ChannelService:
         writer: GroupCommitWriter,
         fanout: Fanout,
         rules: NamespaceRules,
+        presence: PresenceTracker,
         limits: ServiceLimits | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
@@ -67,6 +90,7 @@ class ChannelService:
         self._writer = writer
         self._fanout = fanout
         self._rules = rules
+        self._presence = presence
         self.limits = limits or ServiceLimits()
         self._telemetry: Telemetry = telemetry or NullTelemetry()
         self.draining = False
@@ -112,22 +136,77 @@ class ChannelService:
             )
         return NewEvent(channel, type, data, principal.sub, client_msg_id)
 
+    async def publish_batch(
+        self, principal: Principal, items: Sequence[BatchItem]
+    ) -> list[Appended | AppError]:
+        """Publish many events, to any channels, in one call; each is durable and
+        ordered like a single publish (submitted in list order). Every item is
+        checked first: one bad item refuses the batch (``AppError`` naming its
+        index) and nothing is stored. Results are aligned with ``items``; an item
+        can still fail alone (e.g. ``unavailable`` when the store fails mid-batch)."""
+        if not 1 <= len(items) <= self.limits.batch_max_events:
+            raise AppError(ErrorCode.BAD_REQUEST, f"a batch holds 1 to {self.limits.batch_max_events} events")
+        checked = []
+        for index, it in enumerate(items):
+            try:
+                checked.append(self._checked(principal, it.channel, it.type, it.data, it.client_msg_id))
+            except AppError as exc:
+                raise AppError(exc.code, f"events[{index}]: {exc.message}") from None
+        # gather starts the submits in list order; each queues before its first await
+        started = time.perf_counter()
+        results = await asyncio.gather(*(self._writer.submit(item) for item in checked), return_exceptions=True)
+        outcomes = [_as_result(r) for r in results]
+        elapsed = time.perf_counter() - started
+        for outcome in outcomes:
+            label = outcome.code.value if isinstance(outcome, AppError) else "duplicate" if outcome.duplicate else "ok"
+            self._telemetry.published("batch", label, elapsed)
+        return outcomes
+
     async def subscribe(
         self, principal: Principal, conn_id: str, channel: str, since: int | None = None
     ) -> JoinResult:
         validate_channel(channel)
         authz.require_read(principal, channel)
-        return await self._fanout.join(conn_id, channel, since)
+        result = await self._fanout.join(conn_id, channel, since)
+        await self._presence.joined(principal, conn_id, channel)
+        return result
 
-    async def unsubscribe(self, conn_id: str, channel: str) -> None:
+    async def unsubscribe(self, principal: Principal, conn_id: str, channel: str) -> None:
         validate_channel(channel)
         if not await self._fanout.leave(conn_id, channel):
             raise AppError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {channel}")
+        await self._presence.left(principal, conn_id, channel)
 
-    async def drop_connection(self, conn_id: str, channels: list[str]) -> None:
-        """A connection went away: leave everything it had joined."""
+    async def open_connection(self, principal: Principal, conn_id: str, *, max_per_user: int) -> None:
+        """Admit a connection: ``too_many_connections`` when its user holds ``max_per_user``
+        on all instances together (0: no limit)."""
+        await self._presence.connect(principal, conn_id, max_per_user)
+
+    async def drop_connection(self, principal: Principal, conn_id: str, channels: list[str]) -> None:
+        """Leave ``channels`` (the connection went away, or a subscribe was undone)."""
         for channel in channels:
-            await self._fanout.leave(conn_id, channel)
+            if await self._fanout.leave(conn_id, channel):
+                await self._presence.left(principal, conn_id, channel)
+
+    async def close_connection(self, principal: Principal, conn_id: str, channels: list[str]) -> None:
+        """A connection went away: leave everything it had joined and uncount it."""
+        await self.drop_connection(principal, conn_id, channels)
+        await self._presence.disconnect(principal, conn_id)
+
+    async def presence(self, principal: Principal, channel: str) -> list[PresenceMember]:
+        """Members of ``channel`` across instances (readers only; presence must be on)."""
+        validate_channel(channel)
+        authz.require_read(principal, channel)
+        return await self._presence.members(channel)
+
+    async def stats(self, principal: Principal, channel: str) -> ChannelStats:
+        """Head, first retained seq and subscribers of ``channel`` (server tokens only)."""
+        validate_channel(channel)
+        if not principal.is_server:
+            raise AppError(ErrorCode.PERMISSION_DENIED, "channel stats need a server token")
+        bounds = await self._store.bounds(channel)
+        counts = await self._presence.stats(channel)
+        return ChannelStats(channel, bounds.head, bounds.first, counts.connections, counts.users)
 
     async def history(
         self,
@@ -171,3 +250,11 @@ class ChannelService:
         events = await self._store.read(channel, after=after, limit=limit)
         has_more = bool(events) and events[-1].seq < bounds.head
         return SyncResult(events, bounds.head, recovered, has_more)
+
+
+def _as_result(result: Appended | BaseException) -> Appended | AppError:
+    if isinstance(result, Appended | AppError):
+        return result
+    if isinstance(result, Exception):
+        return AppError(ErrorCode.INTERNAL, "internal error")
+    raise result  # CancelledError and friends are not results

@@ -19,6 +19,7 @@ from .acks import bad_request
 from .schemas import (
     HistoryOut,
     HistoryQuery,
+    PresenceOut,
     PublishBody,
     PublishOut,
     SyncBody,
@@ -93,6 +94,12 @@ class RestHandlers:
         )
         out = PublishOut(seq=appended.event.seq, id=appended.event.id, duplicate=appended.duplicate)
         return json_response(out, status=200 if appended.duplicate else 201)
+
+    async def presence(self, request: web.Request) -> web.Response:
+        """``GET /channels/{channel}/presence``: members across instances (presence namespaces)."""
+        channel = request.match_info["channel"]
+        members = await self._service.presence(principal(request), channel)
+        return json_response(PresenceOut.model_validate({"channel": channel, "members": [m.wire() for m in members]}))
 
     async def sync(self, request: web.Request) -> web.Response:
         """``POST /sync`` with ``{channels: {name: last_seq}}``: missed events per channel."""

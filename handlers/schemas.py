@@ -38,6 +38,14 @@ class PublishIn(_SocketIn):
     client_msg_id: ClientMsgId | None = None
 
 
+class PresenceIn(_SocketIn):
+    channel: str
+
+
+class RefreshIn(_SocketIn):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=8192)]
+
+
 class HistoryIn(_SocketIn):
     channel: str
     after: Seq | None = None
@@ -106,6 +114,66 @@ class SyncOut(BaseModel):
     channels: dict[str, SyncChannelOut]
 
 
+class PresenceMemberOut(BaseModel):
+    user: str
+    connections: int = Field(description="this user's connections joined to the channel, all instances")
+    info: dict[str, Any] = Field(description="the 'info' claim of the user's token")
+
+
+class PresenceOut(BaseModel):
+    channel: str
+    members: list[PresenceMemberOut]
+
+
+# -- server-to-server API (tokens with role: server) ------------------------------
+
+
+class BatchEventIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    channel: str
+    type: EventType
+    data: dict[str, Any]
+    client_msg_id: ClientMsgId | None = None
+
+
+class BatchPublishBody(BaseModel):
+    """``POST /server/publish``: events in the order they are to be committed."""
+
+    model_config = ConfigDict(extra="forbid")
+    events: list[BatchEventIn]
+
+
+class ErrorOut(BaseModel):
+    code: str
+    message: str
+
+
+class BatchResultOut(BaseModel):
+    ok: bool
+    channel: str
+    seq: int | None = None
+    id: str | None = None
+    duplicate: bool | None = None
+    error: ErrorOut | None = None
+
+
+class BatchPublishOut(BaseModel):
+    results: list[BatchResultOut]
+
+
+class DisconnectOut(BaseModel):
+    user: str
+    sent: bool = Field(description="the command went to every instance connected to the broker")
+
+
+class ChannelStatsOut(BaseModel):
+    channel: str
+    head: int
+    first: int
+    subscribers: int = Field(description="subscribed connections on every instance")
+    users: int = Field(description="distinct users among the subscribers")
+
+
 class Problem(BaseModel):
     """``application/problem+json`` (RFC 9457) with Switchboard's error ``code``."""
 
@@ -114,6 +182,7 @@ class Problem(BaseModel):
     status: int
     detail: str
     code: str
+    retry_after: float | None = Field(default=None, description="rate_limited: seconds until a retry may succeed")
 
 
 class HealthOut(BaseModel):

@@ -1,14 +1,15 @@
-"""Socket.IO namespace ``/``: parse -> authorize -> service -> ack.
+"""Socket.IO namespace ``/``: parse -> authorize -> limits -> service -> ack.
 
 Every client call gets an ack: ``{ok: true, ...}`` or ``{ok: false, error:
 {code, message}}``. No exception escapes a handler (that would mean no ack).
+Connection admission, token expiry and closing live in ``connections.py``.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import socketio
@@ -21,11 +22,12 @@ from channels.telemetry import NullTelemetry, Telemetry
 
 from .acks import bad_request, fail, ok
 from .context import connection_id
-from .schemas import HistoryIn, PublishIn, SubscribeIn, UnsubscribeIn
+from .connections import Connection, Connections
+from .schemas import HistoryIn, PresenceIn, PublishIn, RefreshIn, SubscribeIn, UnsubscribeIn
 
 log = logging.getLogger(__name__)
 
-Authenticate = Callable[[object, Mapping[str, Any]], Principal]
+Verify = Callable[[str | None], Principal]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -35,15 +37,6 @@ class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
     def __init__(self, error: AppError) -> None:
         super().__init__(error.message)
         self.error_args = error.to_dict()
-
-
-@dataclass(eq=False, slots=True)
-class Connection:
-    sid: str
-    principal: Principal
-    channels: set[str] = field(default_factory=set)
-    closed: bool = False
-    close_reason: str | None = None  # set when the server ends the connection on purpose
 
 
 # python-socketio's disconnect reasons, as metric labels
@@ -57,24 +50,21 @@ _REASONS = {
 
 
 class SocketHandlers:
-    """The namespace's event handlers and the registry of live connections."""
+    """The namespace's event handlers; ``connections`` is the registry of live ones."""
 
     def __init__(
-        self, service: ChannelService, authenticate: Authenticate, telemetry: Telemetry | None = None
+        self, service: ChannelService, registry: Connections, verify: Verify, telemetry: Telemetry | None = None
     ) -> None:
         self._service = service
-        self._authenticate = authenticate
+        self._registry = registry
+        self._verify = verify
         self._telemetry: Telemetry = telemetry or NullTelemetry()
-        self.connections: dict[str, Connection] = {}
+        self.connections: dict[str, Connection] = registry.items
 
     def mark_closing(self, sid: str, reason: str) -> bool:
         """Record why the server is about to end ``sid`` (for logs and metrics);
         False when it is gone or already being closed for another reason."""
-        conn = self.connections.get(sid)
-        if conn is None or conn.close_reason is not None:
-            return False
-        conn.close_reason = reason
-        return True
+        return self._registry.mark_closing(sid, reason)
 
     def register(self, sio: socketio.AsyncServer) -> None:
         sio.on("connect", self.on_connect)
@@ -83,6 +73,8 @@ class SocketHandlers:
         sio.on("unsubscribe", self._guard("unsubscribe", UnsubscribeIn, self.unsubscribe))
         sio.on("publish", self._guard("publish", PublishIn, self.publish))
         sio.on("history", self._guard("history", HistoryIn, self.history))
+        sio.on("presence", self._guard("presence", PresenceIn, self.presence))
+        sio.on("refresh", self._guard("refresh", RefreshIn, self.refresh))
         sio.on("*", self.on_unknown)
 
     # -- connection lifecycle ------------------------------------------------
@@ -90,25 +82,22 @@ class SocketHandlers:
     async def on_connect(self, sid: str, environ: Mapping[str, Any], auth: object = None) -> None:
         connection_id.set(sid)
         try:
-            principal = self._authenticate(auth, environ)
+            conn = await self._registry.admit(sid, environ, auth)
         except AppError as exc:
             log.info("connection refused: %s (%s)", exc.code, exc.message)
             self._telemetry.refused(exc.code.value)
             raise Refused(exc) from None
-        self.connections[sid] = Connection(sid, principal)
-        log.debug("connected %s as %s", sid, principal.sub)
+        log.debug("connected %s as %s", sid, conn.principal.sub)
 
     async def on_disconnect(self, sid: str, *reason: object) -> None:
         connection_id.set(sid)
-        conn = self.connections.pop(sid, None)
-        if conn is None:
-            return
-        conn.closed = True
-        label = conn.close_reason or _REASONS.get(str(reason[0]) if reason else "", "unknown")
-        self._telemetry.disconnected(label)
-        log.debug("disconnected %s (%s)", sid, label)
+        conn = self.connections.get(sid)
+        if conn is not None:
+            label = conn.close_reason or _REASONS.get(str(reason[0]) if reason else "", "unknown")
+            self._telemetry.disconnected(label)
+            log.debug("disconnected %s (%s)", sid, label)
         try:
-            await self._service.drop_connection(sid, sorted(conn.channels))
+            await self._registry.depart(sid)
         except Exception:
             log.exception("cleanup of connection %s failed", sid)
 
@@ -119,20 +108,33 @@ class SocketHandlers:
     # -- calls -------------------------------------------------------------
 
     async def subscribe(self, conn: Connection, msg: SubscribeIn) -> dict[str, Any]:
-        result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since)
+        limit = self._registry.limits.subscriptions_per_connection
+        if (limit > 0 and not conn.principal.is_server and msg.channel not in conn.channels
+                and len(conn.channels) + conn.joining >= limit):
+            raise AppError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                           f"at most {limit} subscriptions per connection; unsubscribe from one first")
+        conn.joining += 1
+        try:
+            result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since)
+        finally:
+            conn.joining -= 1
         if conn.closed:
             # the socket went away while we were joining: undo, nobody will leave for it
-            await self._service.drop_connection(conn.sid, [msg.channel])
+            await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
             raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
         conn.channels.add(msg.channel)
         return ok(channel=msg.channel, head=result.head, recovered=result.recovered)
 
     async def unsubscribe(self, conn: Connection, msg: UnsubscribeIn) -> dict[str, Any]:
-        await self._service.unsubscribe(conn.sid, msg.channel)
+        await self._service.unsubscribe(conn.principal, conn.sid, msg.channel)
         conn.channels.discard(msg.channel)
         return ok(channel=msg.channel)
 
     async def publish(self, conn: Connection, msg: PublishIn) -> dict[str, Any]:
+        if conn.publish_bucket is not None:  # checked without awaiting: emit order is kept
+            retry = conn.publish_bucket.take(time.monotonic())
+            if retry:
+                raise AppError(ErrorCode.RATE_LIMITED, "too many publishes; retry later", retry_after=retry)
         appended = await self._service.publish(
             conn.principal, msg.channel, msg.type, msg.data, msg.client_msg_id
         )
@@ -150,6 +152,15 @@ class SocketHandlers:
             first=page.first,
             next_after=page.next_after,
         )
+
+    async def presence(self, conn: Connection, msg: PresenceIn) -> dict[str, Any]:
+        members = await self._service.presence(conn.principal, msg.channel)
+        return ok(channel=msg.channel, members=[m.wire() for m in members])
+
+    async def refresh(self, conn: Connection, msg: RefreshIn) -> dict[str, Any]:
+        principal = self._verify(msg.token)
+        dropped = await self._registry.refresh(conn, principal)
+        return ok(expires_at=principal.expires_at, unsubscribed=dropped)
 
     # -- the guard -----------------------------------------------------------
 
@@ -180,10 +191,7 @@ class SocketHandlers:
         return handler
 
     def _connection(self, sid: str) -> Connection:
-        conn = self.connections.get(sid)
-        if conn is None:
-            raise AppError(ErrorCode.UNAVAILABLE, "connection is closing", temporary=True)
-        return conn
+        return self._registry.get(sid)
 
     @staticmethod
     def _parse(model: type[M], args: tuple[object, ...]) -> M:

@@ -3,31 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from channels.broker import open_broker
+from channels.control import ControlBus
 from channels.fanout import Fanout
-from channels.models import Event, Principal
+from channels.limits import KeyedBuckets
+from channels.models import Event, JsonObject, Principal
 from channels.namespaces import NamespaceRules
+from channels.presence import open_presence
+from channels.presence.tracker import PresenceTracker
 from channels.relay import BrokerRelay
 from channels.retention import Retention
 from channels.service import ChannelService, ServiceLimits
 from channels.store import open_store
 from channels.store.writer import GroupCommitWriter
+from handlers.connections import Connections
+from handlers.expiry import ExpiryClock
+from handlers.server_api import DISCONNECT_USER
 from handlers.sockets import SocketHandlers
 
 from . import __version__, keys
 from .auth import TokenVerifier, handshake_token
 from .config import Settings
-from .lifecycle import add_lifecycle
-from .metrics import PrometheusTelemetry, StateCollector
-from .middleware import auth_middleware, context_middleware, cors_middleware, problem_middleware
-from .routes import add_routes
 from .delivery import QueueDelivery, SendLimits
-from .sockets import SlowConsumers, build_sio
+from .lifecycle import add_lifecycle, add_realtime_lifecycle
+from .metrics import PrometheusTelemetry, StateCollector
+from .middleware import (
+    auth_middleware,
+    context_middleware,
+    cors_middleware,
+    problem_middleware,
+    rate_limit_middleware,
+)
+from .routes import add_routes
+from .sockets import SioControl, SlowConsumers, build_sio, client_ip
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -38,6 +52,7 @@ def create_app(settings: Settings) -> web.Application:
     telemetry = PrometheusTelemetry(registry)
     store = open_store(settings.database_url, **_store_options(settings))
     broker = open_broker(settings.redis_url, prefix=settings.redis_prefix)
+    presence = open_presence(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.presence_timeout)
     sio = build_sio(settings)
 
     def on_slow_consumer(sid: str) -> None:
@@ -57,6 +72,8 @@ def create_app(settings: Settings) -> web.Application:
         telemetry=telemetry,
     )
     relay = BrokerRelay(broker, telemetry=telemetry)
+    control = ControlBus(broker, fanout)
+    tracker = PresenceTracker(presence, rules, relay.push_message)
 
     def on_commit(events: Sequence[Event]) -> None:
         fanout.on_local_commit(events)
@@ -69,13 +86,25 @@ def create_app(settings: Settings) -> web.Application:
         on_commit=on_commit,
         telemetry=telemetry,
     )
-    limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels)
-    service = ChannelService(store, writer, fanout, rules, limits, telemetry)
+    limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels,
+                           batch_max_events=settings.server_batch_max_events)
+    service = ChannelService(store, writer, fanout, rules, tracker, limits, telemetry)
 
     def authenticate(auth: object, environ: Mapping[str, Any]) -> Principal:
         return verifier.verify(handshake_token(auth, environ))
 
-    sockets = SocketHandlers(service, authenticate, telemetry)
+    socket_control = SioControl(sio)
+    connections = Connections(
+        service, authenticate, socket_control, limits=settings.limits(),
+        client_ip=partial(client_ip, trust_forwarded_for=settings.trust_forwarded_for),
+        expiry=ExpiryClock(lead=settings.token_expiry_warning, grace=settings.token_expiry_grace),
+    )
+
+    async def disconnect_user(message: JsonObject) -> None:
+        await connections.disconnect_user(str(message.get("user", "")))
+
+    control.on(DISCONNECT_USER, disconnect_user)
+    sockets = SocketHandlers(service, connections, verifier.verify, telemetry)
     sockets.register(sio)
     slow_consumers = SlowConsumers(sio, sockets)
     registry.register(_state_gauges(sockets, fanout))
@@ -86,6 +115,7 @@ def create_app(settings: Settings) -> web.Application:
             cors_middleware(settings.cors_origins),
             problem_middleware,
             auth_middleware(verifier),
+            rate_limit_middleware(_rest_buckets(settings)),
         ],
         client_max_size=settings.transport_max_message_bytes,
     )
@@ -96,11 +126,15 @@ def create_app(settings: Settings) -> web.Application:
     app[keys.VERIFIER] = verifier
     app[keys.SIO] = sio
     app[keys.SOCKETS] = sockets
+    app[keys.SOCKET_CONTROL] = socket_control
+    app[keys.CONTROL] = control
     app[keys.METRICS] = registry
     sio.attach(app)
     add_routes(app, version=__version__)
     retention = Retention(store, rules, interval=settings.retention_interval_seconds, telemetry=telemetry)
-    add_lifecycle(app, store=store, broker=broker, fanout=fanout, relay=relay, writer=writer, retention=retention)
+    add_lifecycle(app, store=store, broker=broker, fanout=fanout, relay=relay, writer=writer,
+                  retention=retention, listener=control)
+    add_realtime_lifecycle(app, control=control, presence=presence, tracker=tracker, connections=connections)
     return app
 
 
@@ -119,3 +153,9 @@ def _store_options(settings: Settings) -> dict[str, Any]:
     if settings.database_url.startswith(("postgresql:", "postgres:")):
         return {"min_size": settings.db_pool_min, "max_size": settings.db_pool_max}
     return {}
+
+
+def _rest_buckets(settings: Settings) -> KeyedBuckets | None:
+    if settings.limit_rest_rate <= 0:
+        return None
+    return KeyedBuckets(settings.limit_rest_rate, settings.limit_rest_burst)

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from channels.limits import Limits
+
 log = logging.getLogger(__name__)
 
 HMAC_ALGORITHMS = {"HS256", "HS384", "HS512"}
@@ -73,9 +75,27 @@ class Settings(BaseSettings):
     instance_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
     metrics_enabled: bool = True
     listen_backlog: int = Field(default=1024, ge=1)
-    send_queue_max_messages: int = Field(default=1000, ge=1)
-    send_queue_max_bytes: int = Field(default=1 << 20, ge=1024)
     websocket_compression: bool = False
+
+    # -- presence, token lifecycle, limits and backpressure (issue 3) ------------------
+    # Rates are per second; a rate or count of 0 turns that limit off. Server tokens
+    # are exempt from the rate limits and the per-user connection/subscription limits.
+    presence_timeout: float = Field(default=60.0, ge=1)  # a dead instance's members are gone within this
+    token_expiry_warning: float = Field(default=60.0, ge=0)  # `expiring` this long before exp
+    token_expiry_grace: float = Field(default=5.0, ge=0)  # close this long after exp
+    limit_publish_rate: float = Field(default=20.0, ge=0)  # per connection
+    limit_publish_burst: int = Field(default=40, ge=1)
+    limit_connect_rate: float = Field(default=20.0, ge=0)  # new connections per client IP
+    limit_connect_burst: int = Field(default=100, ge=1)
+    limit_connections_per_user: int = Field(default=10, ge=0)  # concurrent, all instances
+    limit_subscriptions: int = Field(default=100, ge=0)  # per connection
+    limit_rest_rate: float = Field(default=10.0, ge=0)  # REST requests per token
+    limit_rest_burst: int = Field(default=30, ge=1)
+    trust_forwarded_for: bool = False  # client IP from the last X-Forwarded-For entry
+    send_queue_max_messages: int = Field(default=1000, ge=10)  # per socket
+    send_queue_max_bytes: int = Field(default=1024 * 1024, ge=4096)  # per socket
+    server_batch_max_events: int = Field(default=500, ge=1)  # POST /api/v1/server/publish
+    server_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
     _split_algorithms = field_validator("jwt_algorithms", "cors_origins", mode="before")(_split_csv)
 
@@ -122,6 +142,19 @@ class Settings(BaseSettings):
         if self.jwt_public_key is not None or self.env == "production":
             return None
         return _dev_secret(self.dev_secret_file)
+
+    def limits(self) -> Limits:
+        """The client-facing limits (channels/limits.py) these settings configure."""
+        return Limits(
+            publish_rate=self.limit_publish_rate,
+            publish_burst=self.limit_publish_burst,
+            connect_rate=self.limit_connect_rate,
+            connect_burst=self.limit_connect_burst,
+            connections_per_user=self.limit_connections_per_user,
+            subscriptions_per_connection=self.limit_subscriptions,
+            rest_rate=self.limit_rest_rate,
+            rest_burst=self.limit_rest_burst,
+        )
 
     @property
     def transport_max_message_bytes(self) -> int:

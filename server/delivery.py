@@ -29,10 +29,11 @@ from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from channels.models import Event
+from channels.models import Event, PresenceChange
 from channels.ports import Delivery
 
 log = logging.getLogger(__name__)
+REPLAY_WAIT = 10.0  # how long a recovery replay waits for a slow socket to drain
 
 
 class TrackedQueue(asyncio.Queue[Any]):
@@ -244,9 +245,25 @@ class QueueDelivery(Delivery):
             self._put(sid, sockets.get(eio_sid), pkt)
 
     async def send(self, conn_id: str, event: Event) -> None:
+        """Recovery replay: paced by the connection (waits while its output is over
+        half the bound) so a long replay does not cut its own client off."""
         eio_sid = self._sio.manager.eio_sid_from_sid(conn_id, "/")
-        if eio_sid is not None:
-            self._put(conn_id, self._sio.eio.sockets.get(eio_sid), _event_packet(event))
+        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if socket is None:
+            return
+        deadline = asyncio.get_running_loop().time() + REPLAY_WAIT
+        while self._crowded(socket) and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.005)
+        self._put(conn_id, socket, _event_packet(event))
+
+    async def presence(self, change: PresenceChange) -> None:
+        await self._sio.emit("presence", change.wire(), room=change.channel)
+
+    def _crowded(self, socket: Any) -> bool:
+        ws: _WebSocket | None = getattr(socket, "ws", None)
+        queue: TrackedQueue = socket.queue
+        size = queue.size + (ws.buffered() if ws is not None else 0)
+        return size > self._limits.max_bytes // 2 or queue.qsize() > self._limits.max_messages // 2
 
     async def join(self, conn_id: str, channel: str) -> None:
         await self._sio.enter_room(conn_id, channel)

@@ -1,9 +1,10 @@
-"""Request middleware: problem+json errors, bearer authentication, CORS."""
+"""Request middleware: problem+json errors, bearer authentication, REST rate limit, CORS."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -11,6 +12,8 @@ from aiohttp.typedefs import Middleware
 
 from channels.errors import AppError, ErrorCode
 from handlers.context import request_id
+from channels.limits import KeyedBuckets, retry_after_header
+from channels.models import Principal
 from handlers.rest import PRINCIPAL
 from handlers.schemas import Problem
 
@@ -29,8 +32,15 @@ STATUS = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.NOT_SUBSCRIBED: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.RATE_LIMITED: 429,
+    ErrorCode.TOO_MANY_CONNECTIONS: 429,
+    ErrorCode.TOO_MANY_SUBSCRIPTIONS: 429,
     ErrorCode.INTERNAL: 500,
     ErrorCode.UNAVAILABLE: 503,
+    # socket-only: why a connection was closed; listed so that the map stays total
+    ErrorCode.SLOW_CONSUMER: 503,
+    ErrorCode.DISCONNECTED_BY_SERVER: 409,
+    ErrorCode.SHUTDOWN: 503,
 }
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}
 PUBLIC = frozenset({"/api/v1/openapi.json"})
@@ -38,10 +48,14 @@ PUBLIC = frozenset({"/api/v1/openapi.json"})
 
 def problem(error: AppError) -> web.Response:
     status = STATUS[error.code]
-    body = Problem(title=error.code.value.replace("_", " "), status=status, detail=error.message, code=error.code.value)
-    response = web.Response(body=body.model_dump_json().encode(), status=status, content_type="application/problem+json")
+    body = Problem(title=error.code.value.replace("_", " "), status=status, detail=error.message,
+                   code=error.code.value, retry_after=error.to_dict().get("retry_after"))
+    response = web.Response(body=body.model_dump_json(exclude_none=True).encode(), status=status,
+                            content_type="application/problem+json")
     if status == 401:
         response.headers["WWW-Authenticate"] = f'Bearer error="{error.code.value}"'
+    if error.retry_after is not None:
+        response.headers["Retry-After"] = retry_after_header(error.retry_after)
     return response
 
 
@@ -87,6 +101,22 @@ def auth_middleware(verifier: TokenVerifier) -> Middleware:
     return middleware
 
 
+def rate_limit_middleware(buckets: KeyedBuckets | None) -> Middleware:
+    """REST requests per token (``rate_limited``, 429 with ``Retry-After``); server tokens are exempt."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        who = request.get(PRINCIPAL)
+        if buckets is not None and isinstance(who, Principal) and not who.is_server:
+            retry = buckets.take(request.headers.get("Authorization", ""), time.monotonic())
+            if retry:
+                raise AppError(ErrorCode.RATE_LIMITED, "too many requests with this token; retry later",
+                               retry_after=retry)
+        return await handler(request)
+
+    return middleware
+
+
 def cors_middleware(origins: list[str]) -> Middleware:
     """CORS for browser REST clients from ``SWITCHBOARD_CORS_ORIGINS`` (``*`` for any)."""
     allow_any = origins == ["*"]
@@ -104,6 +134,7 @@ def cors_middleware(origins: list[str]) -> Middleware:
             response = await handler(request)
         if allowed and origin is not None:
             response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
             response.headers["Vary"] = "Origin"
         return response
 

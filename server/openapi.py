@@ -23,6 +23,7 @@ ERROR_TEXT = {
     403: "permission_denied",
     404: "not_found",
     413: "payload_too_large",
+    429: "rate_limited (Retry-After says when to retry)",
     503: "unavailable: the store or broker cannot be reached; retry",
 }
 
@@ -71,10 +72,15 @@ def _operation(route: Route) -> dict[str, Any]:
     return op
 
 
+PATH_SCHEMAS: dict[str, dict[str, Any]] = {
+    "channel": {"type": "string", "pattern": CHANNEL_PATTERN, "maxLength": MAX_CHANNEL_LENGTH},
+    "user": {"type": "string", "minLength": 1, "maxLength": 256},
+}
+
+
 def _path_parameters(route: Route) -> list[dict[str, Any]]:
     names = re.findall(r"{(\w+)}", route.path)
-    schema = {"type": "string", "pattern": CHANNEL_PATTERN, "maxLength": MAX_CHANNEL_LENGTH}
-    return [{"name": n, "in": "path", "required": True, "schema": schema} for n in names]
+    return [{"name": n, "in": "path", "required": True, "schema": PATH_SCHEMAS[n]} for n in names]
 
 
 def _query_parameters(route: Route) -> list[dict[str, Any]]:

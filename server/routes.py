@@ -10,7 +10,22 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from handlers.rest import RestHandlers, health_handlers
-from handlers.schemas import HealthOut, HistoryOut, HistoryQuery, PublishBody, PublishOut, ReadyOut, SyncBody, SyncOut
+from handlers.schemas import (
+    BatchPublishBody,
+    BatchPublishOut,
+    ChannelStatsOut,
+    DisconnectOut,
+    HealthOut,
+    HistoryOut,
+    HistoryQuery,
+    PresenceOut,
+    PublishBody,
+    PublishOut,
+    ReadyOut,
+    SyncBody,
+    SyncOut,
+)
+from handlers.server_api import ServerApi
 
 from . import keys
 from .metrics import metrics_handler
@@ -40,8 +55,10 @@ class Route:
 
 def api_routes(app: web.Application) -> list[Route]:
     rest = RestHandlers(app[keys.SERVICE])
+    server = ServerApi(app[keys.SERVICE], app[keys.CONTROL], max_body_bytes=app[keys.SETTINGS].server_batch_max_bytes)
     healthz, readyz = health_handlers(app[keys.STORE], app[keys.BROKER])
-    read_errors = (400, 401, 403, 503)
+    read_errors = (400, 401, 403, 429, 503)
+    server_errors = (400, 401, 403, 429, 503)
     routes = [
         Route("GET", API + "/channels/{channel}/events", rest.history, "listEvents",
               "A page of a channel's history, with its head and the oldest retained seq",
@@ -50,9 +67,23 @@ def api_routes(app: web.Application) -> list[Route]:
               "Publish one event, durable before the response; 201 new, 200 duplicate",
               {201: PublishOut, 200: PublishOut}, body=PublishBody,
               headers={"Idempotency-Key": "client_msg_id for retries (1-128 characters)"},
-              errors=(400, 401, 403, 413, 503)),
+              errors=(400, 401, 403, 413, 429, 503)),
         Route("POST", API + "/sync", rest.sync, "sync",
               "Missed events for each {channel: last_seq}", {200: SyncOut}, body=SyncBody, errors=read_errors),
+        Route("GET", API + "/channels/{channel}/presence", rest.presence, "presence",
+              "Members of a presence channel, across instances (a user with several connections once)",
+              {200: PresenceOut}, errors=read_errors, tag="presence"),
+        Route("POST", API + "/server/publish", server.publish, "serverPublish",
+              "Server role: publish a batch of events to any channels, each durable and ordered",
+              {200: BatchPublishOut}, body=BatchPublishBody, errors=(*server_errors, 413), tag="server"),
+        Route("POST", API + "/server/users/{user}/disconnect", server.disconnect_user, "serverDisconnectUser",
+              "Server role: close every connection of a user on every instance",
+              {202: DisconnectOut}, errors=server_errors, tag="server"),
+        Route("GET", API + "/server/channels/{channel}/presence", server.presence, "serverPresence",
+              "Server role: members of any presence channel", {200: PresenceOut}, errors=server_errors, tag="server"),
+        Route("GET", API + "/server/channels/{channel}/stats", server.stats, "serverChannelStats",
+              "Server role: head seq, retained range and subscribers of a channel",
+              {200: ChannelStatsOut}, errors=server_errors, tag="server"),
         Route("GET", "/healthz", healthz, "health", "The process answers", {200: HealthOut}, auth=False, tag="ops"),
         Route("GET", "/readyz", readyz, "ready", "Store and broker reachable (503 names the one that is not)",
               {200: ReadyOut, 503: ReadyOut}, auth=False, tag="ops"),

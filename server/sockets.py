@@ -1,21 +1,27 @@
-"""The Socket.IO server and the Delivery the fan-out writes through."""
+"""The Socket.IO server, and what handlers may do to a connection (notify, close)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 import socketio
 
+from channels.errors import AppError, ErrorCode
+from channels.models import JsonObject
+from handlers.connections import SocketControl
 from handlers.sockets import SocketHandlers
 
 from .config import Settings
 from .delivery import SwitchboardSocketIO, cut_off
 
 log = logging.getLogger(__name__)
+NAMESPACE = "/"
+CLOSE_GRACE = 2.0  # a client that does not take its goodbye within this is cut off
 
 
 class _OrjsonJson:
@@ -57,8 +63,37 @@ def build_sio(settings: Settings) -> socketio.AsyncServer:
     )
 
 
+class SioControl(SocketControl):
+    """Notifies and closes connections; a connection the server closes is told why first
+    (``closing {code, message}``)."""
+
+    def __init__(self, sio: socketio.AsyncServer) -> None:
+        self._sio = sio
+
+    async def notify(self, conn_id: str, event: str, data: JsonObject) -> None:
+        await self._sio.emit(event, data, to=conn_id)
+
+    async def close(self, conn_id: str, reason: AppError, *, reconnect: bool = False) -> None:
+        """``reconnect``: close only the Engine.IO transport, which Socket.IO clients
+        treat as a lost connection and reconnect (a drain: come back elsewhere).
+        Otherwise a Socket.IO disconnect, after which clients stay away (token
+        expired, disconnected by the application's server). Callers record the
+        reason on the connection first (``mark_closing``)."""
+        eio_sid = self._sio.manager.eio_sid_from_sid(conn_id, NAMESPACE)
+        await self._sio.emit("closing", reason.to_dict(), to=conn_id)
+        if not reconnect:
+            await self._sio.disconnect(conn_id)
+        if eio_sid is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_GRACE):
+                await self._sio.eio.disconnect(eio_sid)
+        except TimeoutError:  # it does not read: do not wait on it
+            await cut_off(self._sio, conn_id)
+
+
 class SlowConsumers:
-    """Cuts off connections whose send queue passed its bound (``slow_consumer``)."""
+    """Cuts off connections whose output passed its bound (``slow_consumer``)."""
 
     def __init__(self, sio: socketio.AsyncServer, sockets: SocketHandlers) -> None:
         self._sio = sio
@@ -66,7 +101,7 @@ class SlowConsumers:
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, sid: str) -> None:
-        if not self._sockets.mark_closing(sid, "slow_consumer"):
+        if not self._sockets.mark_closing(sid, ErrorCode.SLOW_CONSUMER.value):
             return  # already being closed
         log.warning("connection %s fell behind its send bound: cutting it off (slow_consumer)", sid)
         task = asyncio.get_running_loop().create_task(cut_off(self._sio, sid))
@@ -74,13 +109,12 @@ class SlowConsumers:
         task.add_done_callback(self._tasks.discard)
 
 
-async def close_connection(sio: socketio.AsyncServer, sockets: SocketHandlers, sid: str, reason: str) -> None:
-    """End a connection on purpose: tell the client why (``closing {reason}``), then
-    close its Engine.IO transport. Socket.IO clients treat a closed transport
-    (unlike a Socket.IO-level disconnect) as a reason to reconnect, and a client
-    that reconnects elsewhere recovers with ``since``."""
-    sockets.mark_closing(sid, reason)
-    await sio.emit("closing", {"reason": reason}, to=sid)
-    eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
-    if eio_sid is not None:
-        await sio.eio.disconnect(eio_sid)
+def client_ip(environ: Mapping[str, Any], *, trust_forwarded_for: bool) -> str:
+    """The peer address; behind a proxy (trusted), the last ``X-Forwarded-For`` entry."""
+    if trust_forwarded_for:
+        forwarded = environ.get("HTTP_X_FORWARDED_FOR", "")
+        if forwarded:
+            return str(forwarded.split(",")[-1].strip())
+    request = environ.get("aiohttp.request")
+    remote = getattr(request, "remote", None)
+    return str(remote) if remote else "unknown"

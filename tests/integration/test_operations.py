@@ -98,7 +98,7 @@ class Roamer:
     async def start(self, index: int) -> None:
         client = socketio.AsyncClient(reconnection=False)
         client.on("event", lambda e: self.seqs.append(e["seq"]))
-        client.on("closing", lambda d: self.closing_reasons.append(d["reason"]))
+        client.on("closing", lambda d: self.closing_reasons.append(d["code"]))
         client.on("disconnect", lambda *_: self.lost.set())
         await client.connect(self.urls[index], auth={"token": token(self.name)}, transports=["websocket"])
         since = {"since": self.seqs[-1]} if self.seqs else {}

@@ -7,7 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from channels import codec
-from channels.models import Appended, ChannelBounds, Event, NewEvent
+from channels.models import Appended, ChannelBounds, Event, NewEvent, PresenceChange
 from channels.ports import Broker, BrokerListener, Delivery, EventStore
 
 
@@ -94,6 +94,7 @@ class RecordingDelivery(Delivery):
     def __init__(self) -> None:
         self.rooms: dict[str, set[str]] = defaultdict(set)
         self.received: dict[str, list[int]] = defaultdict(list)
+        self.presence_seen: dict[str, list[PresenceChange]] = defaultdict(list)
 
     async def broadcast(self, channel: str, event: Event) -> None:
         for conn in list(self.rooms[channel]):
@@ -109,3 +110,8 @@ class RecordingDelivery(Delivery):
 
     async def leave(self, conn_id: str, channel: str) -> None:
         self.rooms[channel].discard(conn_id)
+
+    async def presence(self, change: PresenceChange) -> None:
+        for conn in list(self.rooms[change.channel]):
+            self.presence_seen[conn].append(change)
+        await asyncio.sleep(0)

@@ -17,6 +17,14 @@ import aiohttp
 import jwt
 
 TEST_SECRET = "integration-test-secret-0123456789abcdef"
+# Tests of the other promises open hundreds of sockets from 127.0.0.1 and publish
+# thousands of events per connection: rate limits off. Limit tests set their own.
+NO_RATE_LIMITS = {
+    "SWITCHBOARD_LIMIT_PUBLISH_RATE": "0",
+    "SWITCHBOARD_LIMIT_CONNECT_RATE": "0",
+    "SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER": "0",
+    "SWITCHBOARD_LIMIT_REST_RATE": "0",
+}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -101,6 +109,7 @@ class ServerFactory:
             "SWITCHBOARD_ENV": "test",
             "SWITCHBOARD_JWT_SECRET": TEST_SECRET,
             "SWITCHBOARD_LOG_LEVEL": "INFO",
+            **NO_RATE_LIMITS,
             **self.env,
             **env,
         }

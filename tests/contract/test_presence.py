@@ -1,0 +1,262 @@
+"""The ``Presence`` contract, held against every adapter.
+
+Two adapters on one backend (same Redis and prefix, or one ``MemoryPresenceHub``)
+stand for two instances. A killed instance is one that ``abandon()``s: it stops
+heartbeating without removing anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from channels.errors import PresenceUnavailable
+from channels.models import PresenceChange, PresenceMember, PresenceStats
+from channels.presence import MemoryPresence, MemoryPresenceHub, open_presence
+from channels.presence.base import PresenceBase
+from channels.presence.redis import RedisPresence
+
+CH = "chat:1"
+SHORT = 0.6  # presence timeout of the expiry tests: a dead instance is gone within this
+
+
+@dataclass
+class Changes:
+    seen: list[PresenceChange] = field(default_factory=list)
+
+    def on_changes(self, changes: Sequence[PresenceChange]) -> None:
+        self.seen.extend(changes)
+
+
+@dataclass
+class Node:
+    presence: PresenceBase
+    changes: Changes
+
+
+MakeNode = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "memory"])
+def backend(request: pytest.FixtureRequest) -> str:
+    if request.param == "redis":
+        request.getfixturevalue("redis_url")
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_node(backend: str, key_prefix: str, request: pytest.FixtureRequest) -> AsyncIterator[MakeNode]:
+    hub = MemoryPresenceHub()
+    nodes: list[Node] = []
+    clients: list[Redis] = []
+
+    async def make(*, timeout: float = 60.0) -> Node:
+        if backend == "redis":
+            client = RedisPresence.client_for(request.getfixturevalue("redis_url"))
+            clients.append(client)
+            presence: PresenceBase = RedisPresence(client, prefix=key_prefix, timeout=timeout)
+        else:
+            presence = MemoryPresence(hub, timeout=timeout)
+        node = Node(presence, Changes())
+        await presence.start(node.changes)
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        await node.presence.close()
+    if backend == "redis":
+        admin = clients[0] if clients else Redis.from_url(request.getfixturevalue("redis_url"))
+        keys = [k async for k in admin.scan_iter(match=f"{key_prefix}*")]
+        if keys:
+            await admin.delete(*keys)
+        for client in clients:
+            await client.aclose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+async def test_a_user_with_three_connections_is_listed_once(make_node: MakeNode) -> None:
+    p = (await make_node()).presence
+    firsts = [await p.join(CH, f"c{i}", "alice", {"name": "Alice"}) for i in range(3)]
+    assert firsts == [True, False, False]
+    assert await p.join(CH, "c9", "bob", {}) is True
+    assert await p.members(CH) == [PresenceMember("alice", 3, {"name": "Alice"}), PresenceMember("bob", 1, {})]
+    assert await p.stats(CH) == PresenceStats(connections=4, users=2)
+    assert [await p.leave(CH, f"c{i}", "alice") for i in range(3)] == [False, False, True]
+    assert await p.members(CH) == [PresenceMember("bob", 1, {})]
+    assert await p.members("chat:empty") == [] and await p.stats("chat:empty") == PresenceStats(0, 0)
+
+
+async def test_join_and_leave_are_idempotent(make_node: MakeNode) -> None:
+    p = (await make_node()).presence
+    assert await p.leave(CH, "never", "alice") is False
+    assert await p.join(CH, "c1", "alice", {}) is True
+    assert await p.join(CH, "c1", "alice", {}) is False
+    assert await p.stats(CH) == PresenceStats(1, 1)
+    assert await p.leave(CH, "c1", "alice") is True
+    assert await p.leave(CH, "c1", "alice") is False
+
+
+async def test_first_and_last_are_exact_across_instances(make_node: MakeNode) -> None:
+    a, b = (await make_node()).presence, (await make_node()).presence
+    assert await a.join(CH, "a1", "alice", {}) is True
+    assert await b.join(CH, "b1", "alice", {}) is False
+    assert await b.members(CH) == [PresenceMember("alice", 2, {})]
+    assert await a.leave(CH, "a1", "alice") is False
+    assert await b.leave(CH, "b1", "alice") is True
+    assert await a.members(CH) == []
+
+
+async def test_concurrent_joins_have_exactly_one_first(make_node: MakeNode) -> None:
+    a, b = (await make_node()).presence, (await make_node()).presence
+    results = await asyncio.gather(*(node.join(CH, f"{n}{i}", "alice", {}) for i in range(20) for n, node in
+                                     (("a", a), ("b", b))))
+    assert results.count(True) == 1
+    lasts = await asyncio.gather(*(node.leave(CH, f"{n}{i}", "alice") for i in range(20) for n, node in
+                                   (("a", a), ("b", b))))
+    assert lasts.count(True) == 1
+
+
+async def test_connection_limit_holds_across_instances(make_node: MakeNode) -> None:
+    a, b = (await make_node()).presence, (await make_node()).presence
+    assert await a.connect("a1", "alice", limit=2)
+    assert await b.connect("b1", "alice", limit=2)
+    assert await a.connect("a1", "alice", limit=2)  # the same connection again: still counted once
+    assert not await a.connect("a2", "alice", limit=2)
+    assert await b.connect("b2", "bob", limit=2)
+    await b.disconnect("b1", "alice")
+    await b.disconnect("b1", "alice")  # no double decrement
+    assert await a.connect("a2", "alice", limit=2)
+    assert not await b.connect("b3", "alice", limit=2)
+    assert await b.connect("b3", "alice", limit=0)  # 0: no limit
+
+
+async def test_a_killed_instance_is_reaped_within_the_timeout(make_node: MakeNode) -> None:
+    dead = await make_node(timeout=SHORT)
+    alive = await make_node(timeout=SHORT)
+    await dead.presence.join(CH, "d1", "alice", {})
+    await dead.presence.join(CH, "d2", "alice", {})
+    await dead.presence.join("chat:2", "d1", "alice", {})
+    await alive.presence.join(CH, "l1", "bob", {})
+    assert await dead.presence.connect("d1", "alice", limit=1)
+    await dead.presence.abandon()
+    started = asyncio.get_running_loop().time()
+    await eventually(lambda: _has(alive.changes, 2), SHORT + 0.5, "leave changes from the reaper")
+    elapsed = asyncio.get_running_loop().time() - started
+    assert elapsed <= SHORT + 0.1, elapsed
+    assert sorted((c.channel, c.user, c.action) for c in alive.changes.seen) == [
+        (CH, "alice", "leave"), ("chat:2", "alice", "leave")]
+    assert await alive.presence.members(CH) == [PresenceMember("bob", 1, {})]
+    assert await alive.presence.connect("l2", "alice", limit=1)  # the dead connection no longer counts
+
+
+async def _has(changes: Changes, n: int) -> bool:
+    return len(changes.seen) >= n
+
+
+async def test_an_instance_declared_dead_comes_back_with_its_members(make_node: MakeNode) -> None:
+    stalled = await make_node(timeout=SHORT)
+    other = await make_node(timeout=SHORT)
+    await stalled.presence.join(CH, "s1", "alice", {"v": 1})
+    await stalled.presence.connect("s1", "alice")
+    await stalled.presence.abandon()  # a stalled event loop: no heartbeat
+    await eventually(lambda: _has(other.changes, 1), SHORT + 0.5, "the stalled instance's leave")
+    assert await other.presence.members(CH) == []
+    await stalled.presence.heartbeat()  # the loop runs again: it finds itself dead
+    assert [(c.user, c.action) for c in stalled.changes.seen] == [("alice", "join")]
+    assert await other.presence.members(CH) == [PresenceMember("alice", 1, {"v": 1})]
+    assert not await other.presence.connect("o1", "alice", limit=1)  # its connection counts again
+    assert await stalled.presence.leave(CH, "s1", "alice") is True
+
+
+async def test_a_change_that_failed_is_applied_at_the_next_heartbeat(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await make_node()
+    calls = 0
+
+    async def unreachable(*args: Any, **kwargs: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        raise ConnectionError("backend unreachable")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(node.presence, "_b_join", unreachable)
+        with pytest.raises(PresenceUnavailable):
+            await node.presence.join(CH, "c1", "alice", {})
+        with pytest.raises(PresenceUnavailable):
+            await node.presence.join(CH, "c2", "bob", {})
+    await node.presence.join(CH, "c3", "carol", {})  # works again, but alice and bob are missing
+    assert [m.user for m in await node.presence.members(CH)] == ["carol"]
+    await node.presence.heartbeat()
+    assert [m.user for m in await node.presence.members(CH)] == ["alice", "bob", "carol"]
+    assert sorted((c.user, c.action) for c in node.changes.seen) == [("alice", "join"), ("bob", "join")]
+    assert calls == 2
+
+
+async def test_close_removes_the_instance_and_reports_who_left(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    await a.presence.join(CH, "a1", "alice", {})
+    await b.presence.join(CH, "b1", "bob", {})
+    await a.presence.close()
+    assert [(c.user, c.action) for c in a.changes.seen] == [("alice", "leave")]
+    assert await b.presence.members(CH) == [PresenceMember("bob", 1, {})]
+
+
+async def test_reaping_a_large_instance_takes_batches_and_loses_nothing(make_node: MakeNode) -> None:
+    dead, alive = await make_node(timeout=SHORT), await make_node(timeout=SHORT)
+    await asyncio.gather(*(dead.presence.join(f"chat:{i % 7}", f"c{i}", f"u{i}", {}) for i in range(1300)))
+    await dead.presence.abandon()
+    await eventually(lambda: _has(alive.changes, 1300), 3 * SHORT, "1300 leaves")
+    assert sorted(c.user for c in alive.changes.seen) == sorted(f"u{i}" for i in range(1300))
+    for i in range(7):
+        assert await alive.presence.stats(f"chat:{i}") == PresenceStats(0, 0)
+
+
+redis_only = pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
+
+
+@redis_only
+async def test_lost_redis_data_is_re_registered(make_node: MakeNode, key_prefix: str, redis_url: str) -> None:
+    node = await make_node()
+    await node.presence.join(CH, "c1", "alice", {})
+    await node.presence.connect("c1", "alice")
+    admin = Redis.from_url(redis_url)
+    try:  # what a Redis restart without persistence does to our keys
+        await admin.delete(*[k async for k in admin.scan_iter(match=f"{key_prefix}*")])
+        await node.presence.heartbeat()
+        assert await node.presence.members(CH) == [PresenceMember("alice", 1, {})]
+        assert await admin.hget(f"{key_prefix}pr:u", "alice") == b"1"
+    finally:
+        await admin.aclose()
+
+
+def test_open_presence_chooses_by_scheme() -> None:
+    assert isinstance(open_presence("memory://"), MemoryPresence)
+    assert isinstance(open_presence("redis://127.0.0.1:6379/0", prefix="x:"), RedisPresence)
+    with pytest.raises(ValueError, match="mysql"):
+        open_presence("mysql://x")
+
+
+async def test_unreachable_backend_raises_presence_unavailable(key_prefix: str) -> None:
+    p = RedisPresence(Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=0.2), prefix=key_prefix)
+    try:
+        with pytest.raises(PresenceUnavailable):
+            await p.start(Changes())
+        with pytest.raises(PresenceUnavailable):
+            await p.members(CH)
+    finally:
+        await p._client.aclose()
+
