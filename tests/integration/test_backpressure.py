@@ -1,0 +1,77 @@
+"""Promise 6 on a real instance (PostgreSQL + Redis): a client that stops reading while
+20,000 events flood its channel is cut off as a slow consumer; server memory stays
+bounded; the other subscriber receives everything; the cut client recovers with ``since``.
+
+Memory bound: the instance's peak RSS (``VmHWM``) may grow at most ``RSS_BOUND_MIB``
+over its RSS before the flood. Measured on the 2-core CI machine (2026-11-21) with
+the default send queue (1000 messages / 1 MiB): +4.9 to +5.6 MiB; the same flood with
+the bound lifted (10^7 messages / 1 GB) grew +41.8 MiB and kept growing with the flood.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+
+from tests.support.clients import call, connect
+from tests.support.rawsocket import RawSocket, rss_kib
+from tests.support.servers import ServerFactory, make_token
+
+CHANNEL = "chat:flood"
+EVENTS = 20_000
+BATCH = 250
+BLOB = "x" * 1000  # ~1 KB per event: 20 MB of flood
+LAG = 600  # the healthy subscriber may trail by this much (the send queue holds 1000)
+RSS_BOUND_MIB = 16
+ENV = {"SWITCHBOARD_SEND_QUEUE_CLOSE_GRACE": "60", "SWITCHBOARD_RECOVERY_MAX_EVENTS": "25000"}
+
+
+async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_everything(
+    cluster: ServerFactory,
+) -> None:
+    server = await cluster.start(**ENV)
+    reader = make_token("reader", channels=["chat:*"])
+    healthy, seen = await connect(server.url, reader)
+    assert (await call(healthy, "subscribe", {"channel": CHANNEL}))["ok"]
+    stalled = await RawSocket.connect(server.url, reader)
+    assert (await stalled.call("subscribe", {"channel": CHANNEL}))["ok"]  # ...and it never reads again
+    backend = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
+
+    async with aiohttp.ClientSession(headers=backend) as http:
+        async def publish(events: list[dict[str, object]]) -> None:
+            async with http.post(server.url + "/api/v1/server/publish", json={"events": events}) as r:
+                assert r.status == 200, await r.text()
+
+        await publish([{"channel": "chat:warmup", "type": "t", "data": {"b": BLOB}}] * BATCH)
+        await asyncio.sleep(0.3)
+        before = rss_kib(server.proc.pid)
+        for start in range(0, EVENTS, BATCH):
+            await publish([{"channel": CHANNEL, "type": "t", "data": {"i": i, "b": BLOB}}
+                           for i in range(start, start + BATCH)])
+            while start + BATCH - (seen.events[CHANNEL][-1]["seq"] if seen.events[CHANNEL] else 0) > LAG:
+                await asyncio.sleep(0.002)  # the healthy subscriber keeps up; the stalled one does not
+        await seen.wait_for_seq(CHANNEL, EVENTS, timeout=30)
+        peak = rss_kib(server.proc.pid, "VmHWM")
+
+    assert seen.seqs(CHANNEL) == list(range(1, EVENTS + 1))
+    grew_mib = (peak - before) / 1024
+    assert grew_mib < RSS_BOUND_MIB, f"peak RSS grew {grew_mib:.1f} MiB during the flood (bound {RSS_BOUND_MIB})"
+    assert healthy.connected and seen.closing == []
+
+    await stalled.read_all(timeout=10)  # the phone wakes up: what was in flight, then the farewell
+    got = [e[1]["seq"] for e in stalled.events if e[0] == "event"]
+    assert got == list(range(1, len(got) + 1)) and len(got) < EVENTS
+    closing = [e[1] for e in stalled.events if e[0] == "closing"]
+    assert [c["code"] for c in closing] == ["slow_consumer"]
+    assert stalled.disconnected and stalled.closed
+    await stalled.close()
+
+    back, again = await connect(server.url, reader)  # it comes back and recovers what it missed
+    ack = await call(back, "subscribe", {"channel": CHANNEL, "since": got[-1]}, timeout=30)
+    assert ack["ok"] and ack["recovered"] is True and ack["head"] == EVENTS
+    await again.wait_for_seq(CHANNEL, EVENTS, timeout=30)
+    assert again.seqs(CHANNEL) == list(range(got[-1] + 1, EVENTS + 1))
+    assert again.closing == []  # the replay is paced by the socket: no slow_consumer cut of its own
+    for client in (healthy, back):
+        await client.disconnect()
