@@ -6,6 +6,7 @@ Memory bound: the instance's peak RSS (``VmHWM``) may grow at most ``RSS_BOUND_M
 over its RSS before the flood. Measured on the 2-core CI machine (2026-11-21) with
 the default send queue (1000 messages / 1 MiB): +4.9 to +5.6 MiB; the same flood with
 the bound lifted (10^7 messages / 1 GB) grew +41.8 MiB and kept growing with the flood.
+Reproduce both with ``python bench/slow_consumer.py [--queue-messages N --queue-bytes N]``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
 
     assert seen.seqs(CHANNEL) == list(range(1, EVENTS + 1))
     grew_mib = (peak - before) / 1024
+    print(f"peak RSS {peak / 1024:.1f} MiB, +{grew_mib:.1f} MiB over {before / 1024:.1f} MiB before the flood")
     assert grew_mib < RSS_BOUND_MIB, f"peak RSS grew {grew_mib:.1f} MiB during the flood (bound {RSS_BOUND_MIB})"
     assert healthy.connected and seen.closing == []
 
