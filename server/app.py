@@ -106,7 +106,7 @@ def create_app(settings: Settings) -> web.Application:
     control.on(DISCONNECT_USER, disconnect_user)
     sockets = SocketHandlers(service, connections, verifier.verify, telemetry)
     sockets.register(sio)
-    slow_consumers = SlowConsumers(sio, sockets)
+    slow_consumers = SlowConsumers(sio, sockets, grace=settings.send_queue_close_grace)
     registry.register(_state_gauges(sockets, fanout))
 
     app = web.Application(

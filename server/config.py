@@ -94,6 +94,7 @@ class Settings(BaseSettings):
     trust_forwarded_for: bool = False  # client IP from the last X-Forwarded-For entry
     send_queue_max_messages: int = Field(default=1000, ge=10)  # per socket
     send_queue_max_bytes: int = Field(default=1024 * 1024, ge=4096)  # per socket
+    send_queue_close_grace: float = Field(default=10.0, ge=0)  # slow consumer: abort TCP after
     server_batch_max_events: int = Field(default=500, ge=1)  # POST /api/v1/server/publish
     server_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 

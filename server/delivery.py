@@ -165,9 +165,13 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         if out and transport is not None and not transport.is_closing():
             transport.writelines(out)
 
-    def abort(self) -> None:
+    def discard_pending(self) -> None:
+        """Drop frames not yet handed to the transport."""
         self._out, self._out_size = [], 0
-        if self.transport is not None:
+
+    def abort(self) -> None:
+        self.discard_pending()
+        if self.transport is not None and not self.transport.is_closing():
             self.transport.abort()
 
     async def close(self) -> None:
@@ -200,23 +204,46 @@ class SwitchboardSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         return BoundedEngineIO
 
 
-async def cut_off(sio: socketio.AsyncServer, sid: str) -> None:
-    """End a connection that cannot keep up: its buffers are full, so no goodbye can
-    reach it. Drop what it has pending, close the Engine.IO socket (the
-    disconnect handlers run) and abort the TCP connection, so its memory is
-    freed now rather than when the kernel gives up on it."""
+async def cut_off(sio: socketio.AsyncServer, sid: str, *, grace: float) -> None:
+    """End a connection that cannot keep up. What it has pending is dropped (freed);
+    a farewell (``closing {code: slow_consumer}`` and a Socket.IO disconnect) goes
+    behind what is already in flight, so a client that wakes up reads the events
+    it had, then why it was cut; the Engine.IO socket closes (the disconnect
+    handlers run). If the client has not taken its farewell within ``grace``
+    seconds its TCP connection is aborted, so a stalled peer cannot pin buffers."""
     eio_sid = sio.manager.eio_sid_from_sid(sid, "/")
     socket = sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
     if socket is None or socket.closed:
         return
     queue: TrackedQueue = socket.queue
     queue.discard_pending()
-    await socket.close(wait=False, abort=True)
-    queue.put_nowait(None)  # ends the socket's writer
     ws: _WebSocket | None = getattr(socket, "ws", None)
-    if ws is not None:
-        ws.abort()
+    if ws is not None and ws.accepts_direct():
+        ws.discard_pending()
+        for pkt in _farewell():
+            ws.push(pkt.encode().frame)
+    else:
+        for pkt in _farewell():
+            queue.put_nowait(pkt)
+    await socket.close(wait=False, abort=True)
+    queue.put_nowait(None)  # ends the socket's writer once the farewell is out
     sio.eio.sockets.pop(eio_sid, None)
+    if ws is not None:
+        asyncio.get_running_loop().call_later(grace, ws.abort)
+
+
+def _farewell() -> list[eio_packet.Packet]:
+    notice = {"code": "slow_consumer", "message": "you fell too far behind; reconnect and resubscribe with since"}
+    out = []
+    for pkt in (
+        sio_packet.Packet(sio_packet.EVENT, namespace="/", data=["closing", notice]),
+        sio_packet.Packet(sio_packet.DISCONNECT, namespace="/"),
+    ):
+        encoded = pkt.encode()
+        eio = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        eio.encode_cache = framed("4" + encoded)
+        out.append(eio)
+    return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,22 +89,23 @@ class SioControl(SocketControl):
             async with asyncio.timeout(CLOSE_GRACE):
                 await self._sio.eio.disconnect(eio_sid)
         except TimeoutError:  # it does not read: do not wait on it
-            await cut_off(self._sio, conn_id)
+            await cut_off(self._sio, conn_id, grace=0)
 
 
 class SlowConsumers:
     """Cuts off connections whose output passed its bound (``slow_consumer``)."""
 
-    def __init__(self, sio: socketio.AsyncServer, sockets: SocketHandlers) -> None:
+    def __init__(self, sio: socketio.AsyncServer, sockets: SocketHandlers, *, grace: float) -> None:
         self._sio = sio
         self._sockets = sockets
+        self._grace = grace
         self._tasks: set[asyncio.Task[None]] = set()
 
     def __call__(self, sid: str) -> None:
         if not self._sockets.mark_closing(sid, ErrorCode.SLOW_CONSUMER.value):
             return  # already being closed
         log.warning("connection %s fell behind its send bound: cutting it off (slow_consumer)", sid)
-        task = asyncio.get_running_loop().create_task(cut_off(self._sio, sid))
+        task = asyncio.get_running_loop().create_task(cut_off(self._sio, sid, grace=self._grace))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -89,7 +89,12 @@ class PresenceBase(Presence):
             return True
         self._conns[conn] = user  # kept if the backend fails: it is counted on re-registration
         ok = await self._apply(self._b_connect(self.identity, conn, user, limit))
-        if not ok:
+        if conn not in self._conns:
+            # disconnected while we were counting: its uncount may have reached the
+            # backend first (another pooled connection), so undo ours
+            if ok:
+                await self._apply(self._b_disconnect(self.identity, conn, user))
+        elif not ok:
             del self._conns[conn]
         return ok
 
@@ -101,7 +106,15 @@ class PresenceBase(Presence):
         if (channel, conn) in self._joined:
             return False
         self._joined[(channel, conn)] = (user, info)
-        return await self._apply(self._b_join(self.identity, channel, conn, user, info))
+        first = await self._apply(self._b_join(self.identity, channel, conn, user, info))
+        if (channel, conn) in self._joined:
+            return first
+        # left while we were joining, and the leave may have reached the backend first:
+        # undo the join; announce only what is left of the pair
+        last = await self._apply(self._b_leave(self.identity, channel, conn, user))
+        if last and not first:
+            self._report([PresenceChange(channel, user, "leave")])
+        return first and not last
 
     async def leave(self, channel: str, conn: str, user: str) -> bool:
         if self._joined.pop((channel, conn), None) is None:

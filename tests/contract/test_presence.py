@@ -129,6 +129,30 @@ async def test_concurrent_joins_have_exactly_one_first(make_node: MakeNode) -> N
     assert lasts.count(True) == 1
 
 
+async def test_a_leave_racing_its_join_leaves_nothing_behind(
+    make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    node = await make_node()
+    p = node.presence
+    slow_join, slow_connect = p._b_join, p._b_connect
+
+    async def join_late(*args: Any) -> bool:  # the join's script reaches the backend after the leave's
+        await asyncio.sleep(0.01)
+        return await slow_join(*args)
+
+    async def connect_late(*args: Any) -> bool:
+        await asyncio.sleep(0.01)
+        return await slow_connect(*args)
+
+    monkeypatch.setattr(p, "_b_join", join_late)
+    monkeypatch.setattr(p, "_b_connect", connect_late)
+    firsts = await asyncio.gather(p.join(CH, "c1", "alice", {}), p.leave(CH, "c1", "alice"))
+    await asyncio.gather(p.connect("c1", "alice", limit=1), p.disconnect("c1", "alice"))
+    assert await p.members(CH) == [] and await p.stats(CH) == PresenceStats(0, 0)
+    assert firsts == [False, False] and node.changes.seen == []  # came and went: nothing to announce
+    assert await p.connect("c2", "alice", limit=1)  # no phantom connection holds the limit
+
+
 async def test_connection_limit_holds_across_instances(make_node: MakeNode) -> None:
     a, b = (await make_node()).presence, (await make_node()).presence
     assert await a.connect("a1", "alice", limit=2)

@@ -18,6 +18,9 @@ class Recorder:
     events: dict[str, list[dict[str, Any]]] = field(default_factory=lambda: defaultdict(list))
     connect_errors: list[Any] = field(default_factory=list)
     disconnects: int = 0
+    presence: list[dict[str, Any]] = field(default_factory=list)
+    closing: list[dict[str, Any]] = field(default_factory=list)
+    expiring: list[dict[str, Any]] = field(default_factory=list)
 
     def seqs(self, channel: str) -> list[int]:
         return [e["seq"] for e in self.events[channel]]
@@ -31,6 +34,16 @@ class Recorder:
             await asyncio.sleep(0.01)
         have = self.seqs(channel)
         raise AssertionError(f"{channel}: waited for seq {seq}, last is {have[-1] if have else None} ({len(have)} events)")
+
+
+async def until(check: Any, timeout: float = 10, what: str = "condition") -> float:
+    """Poll ``check()`` until true; the seconds it took (AssertionError after ``timeout``)."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+    return time.monotonic() - started
 
 
 def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, Recorder]:
@@ -48,6 +61,18 @@ def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, 
     @client.on("disconnect")
     async def on_disconnect(*_: Any) -> None:
         rec.disconnects += 1
+
+    @client.on("presence")
+    async def on_presence(data: dict[str, Any]) -> None:
+        rec.presence.append(data)
+
+    @client.on("closing")
+    async def on_closing(data: dict[str, Any]) -> None:
+        rec.closing.append(data)
+
+    @client.on("expiring")
+    async def on_expiring(data: dict[str, Any]) -> None:
+        rec.expiring.append(data)
 
     return client, rec
 

@@ -130,3 +130,22 @@ def test_cli_minted_token_verifies() -> None:
     settings = load_settings(jwt_secret=SECRET)
     p = TokenVerifier(settings).verify(mint_token(settings, "bob", channels=["chat:*"], role="server"))
     assert (p.sub, p.channels, p.is_server) == ("bob", ("chat:*",), True)
+
+
+def test_limit_settings_default_to_the_documented_limits() -> None:
+    from channels.limits import Limits
+
+    settings = load_settings(jwt_secret=SECRET)
+    assert settings.limits() == Limits()
+    assert (settings.send_queue_max_messages, settings.send_queue_max_bytes) == (1000, 1024 * 1024)
+    assert (settings.presence_timeout, settings.token_expiry_warning, settings.token_expiry_grace) == (60, 60, 5)
+
+
+def test_limit_settings_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWITCHBOARD_LIMIT_PUBLISH_RATE", "0")
+    monkeypatch.setenv("SWITCHBOARD_LIMIT_SUBSCRIPTIONS", "7")
+    limits = load_settings(jwt_secret=SECRET).limits()
+    assert limits.publish_bucket() is None and limits.subscriptions_per_connection == 7
+    monkeypatch.setenv("SWITCHBOARD_PRESENCE_TIMEOUT", "0.1")
+    with pytest.raises(ConfigError, match="presence_timeout"):
+        load_settings(jwt_secret=SECRET)

@@ -154,3 +154,41 @@ async def test_a_connection_over_its_bound_is_reported_slow_and_gets_nothing_mor
     for seq in range(1, 6):
         await delivery.broadcast("chat:1", event(seq))
     assert polling.queue.qsize() == 3 and slow[1:] == ["se2", "se2"]
+
+
+async def test_the_byte_bound_holds_at_its_threshold_and_not_before() -> None:
+    server = FakeServer()
+    ws = fake_ws(server)
+    socket = FakeSocket(ws)
+    slow: list[str] = []
+    frame_size = len(_event_packet(event(1)).encode().frame)
+    limit = 3 * frame_size
+    delivery = QueueDelivery(FakeSio({"e1": socket}), SendLimits(max_messages=1000, max_bytes=limit),  # type: ignore[arg-type]
+                             slow.append)
+    for seq in range(1, 4):  # exactly at the bound: accepted
+        await delivery.broadcast("chat:1", event(seq))
+    assert ws.buffered() == limit and slow == []
+    await delivery.broadcast("chat:1", event(4))  # one byte more would not fit: cut
+    assert slow == ["se1"] and ws.buffered() == limit
+
+
+async def test_a_replay_waits_for_room_instead_of_cutting_its_own_client() -> None:
+    server = FakeServer()
+    ws = fake_ws(server)
+    socket = FakeSocket(ws)
+    slow: list[str] = []
+    frame_size = len(_event_packet(event(1)).encode().frame)
+    sio = FakeSio({"e1": socket})
+    sio.manager.eio_sid_from_sid = lambda sid, ns: "e1"  # type: ignore[attr-defined]
+    delivery = QueueDelivery(sio, SendLimits(max_messages=1000, max_bytes=4 * frame_size), slow.append)  # type: ignore[arg-type]
+    ws.transport.buffer = 3 * frame_size  # the network is slow: over half the bound
+
+    async def network_catches_up() -> None:
+        await asyncio.sleep(0.05)
+        ws.transport.buffer = 0
+
+    catching_up = asyncio.create_task(network_catches_up())
+    for seq in range(1, 4):
+        await delivery.send("sid", event(seq))
+    await catching_up
+    assert slow == [] and len(ws._out) == 3  # noqa: SLF001

@@ -224,3 +224,22 @@ async def test_events_committed_after_a_fill_reads_snapshot_are_not_taken_for_pr
     await settle(delivery, "a", 5)
     await asyncio.sleep(0.05)
     assert delivery.received["a"] == [1, 2, 3, 4, 5]
+
+
+async def test_presence_messages_reach_the_room_and_leave_event_order_alone(parts) -> None:  # type: ignore[no-untyped-def]
+    from channels import codec
+    from channels.models import PresenceChange
+
+    fanout, store, broker, delivery = parts
+    await fanout.join("a", CH)
+    events = store.put(CH, 2)
+    join = PresenceChange(CH, "alice", "join")
+    assert broker.listener is not None
+    broker.listener.on_message(CH, codec.encode_presence(join))
+    broker.deliver(events[1])  # seq 2 first: a gap that presence must not disturb
+    broker.listener.on_message(CH, codec.encode_presence(PresenceChange("chat:other", "x", "join")))  # wrong channel
+    broker.deliver(events[0])
+    await settle(delivery, "a", 2)
+    await asyncio.sleep(0.02)
+    assert delivery.received["a"] == [1, 2]
+    assert delivery.presence_seen["a"] == [join]
