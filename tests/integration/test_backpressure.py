@@ -68,6 +68,8 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
     assert [c["code"] for c in closing] == ["slow_consumer"]
     assert stalled.disconnected and stalled.closed
     await stalled.close()
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as r:
+        assert 'switchboard_disconnects_total{reason="slow_consumer"} 1.0' in await r.text()
 
     back, again = await connect(server.url, reader)  # it comes back and recovers what it missed
     ack = await call(back, "subscribe", {"channel": CHANNEL, "since": got[-1]}, timeout=30)
