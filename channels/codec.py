@@ -76,8 +76,3 @@ def event_from_wire(raw: JsonObject) -> Event:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed event: {exc}") from exc
-
-
-def encoded_size(data: JsonObject) -> int:
-    """Size in bytes of ``data`` as JSON: what payload limits are measured against."""
-    return len(orjson.dumps(data))

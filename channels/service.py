@@ -110,7 +110,8 @@ class ChannelService:
         started = time.perf_counter()
         outcome = "internal"
         try:
-            appended = await self._writer.submit(self._checked(principal, channel, type, data, client_msg_id))
+            item, encoded = self._checked(principal, channel, type, data, client_msg_id)
+            appended = await self._writer.submit(item, encoded=encoded)
             outcome = "duplicate" if appended.duplicate else "ok"
             return appended
         except AppError as exc:
@@ -121,20 +122,22 @@ class ChannelService:
 
     def _checked(
         self, principal: Principal, channel: str, type: str, data: JsonObject, client_msg_id: str | None
-    ) -> NewEvent:
+    ) -> tuple[NewEvent, bytes]:
+        """The event to submit and ``data`` as JSON (the writer's storability check reuses it)."""
         if self.draining:
             raise AppError(ErrorCode.UNAVAILABLE, "this instance is shutting down; reconnect and retry",
                            temporary=True)
         validate_channel(channel)
         options = self._rules.for_channel(channel)
         authz.require_publish(principal, channel, options)
-        size = codec.encoded_size(data)
+        encoded = codec.dumps(data)
+        size = len(encoded)
         if size > options.max_payload_bytes:
             raise AppError(
                 ErrorCode.PAYLOAD_TOO_LARGE,
                 f"data is {size} bytes; the limit in this namespace is {options.max_payload_bytes}",
             )
-        return NewEvent(channel, type, data, principal.sub, client_msg_id)
+        return NewEvent(channel, type, data, principal.sub, client_msg_id), encoded
 
     async def publish_batch(
         self, principal: Principal, items: Sequence[BatchItem]
@@ -154,7 +157,8 @@ class ChannelService:
                 raise AppError(exc.code, f"events[{index}]: {exc.message}") from None
         # gather starts the submits in list order; each queues before its first await
         started = time.perf_counter()
-        results = await asyncio.gather(*(self._writer.submit(item) for item in checked), return_exceptions=True)
+        results = await asyncio.gather(*(self._writer.submit(item, encoded=encoded) for item, encoded in checked),
+                                       return_exceptions=True)
         outcomes = [_as_result(r) for r in results]
         elapsed = time.perf_counter() - started
         for outcome in outcomes:

@@ -89,8 +89,9 @@ class GroupCommitWriter:
         # the submitters would then never learn
         await asyncio.shield(self._task)
 
-    async def submit(self, item: NewEvent) -> Appended:
+    async def submit(self, item: NewEvent, *, encoded: bytes | None = None) -> Appended:
         """Queue ``item`` and wait until it is committed (or found to be a duplicate).
+        ``encoded``: ``item.data`` as JSON, when the caller encoded it already.
 
         Raises ``AppError``: ``unavailable`` (temporary) when the writer is
         closed, the queue is full or the store failed; ``bad_request`` when the
@@ -102,7 +103,7 @@ class GroupCommitWriter:
             raise AppError(ErrorCode.UNAVAILABLE, "publish writer is closed", temporary=True)
         if len(self._queue) >= self._max_pending:
             raise AppError(ErrorCode.UNAVAILABLE, "publish queue full", temporary=True)
-        check_storable(item)
+        check_storable(item, encoded)
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future))
         self._wakeup.set()
@@ -192,8 +193,9 @@ def _stopped() -> AppError:
     return AppError(ErrorCode.UNAVAILABLE, "publish writer stopped", temporary=True)
 
 
-def check_storable(item: NewEvent) -> None:
-    """Raise ``AppError(bad_request)`` unless every store can keep ``item``.
+def check_storable(item: NewEvent, encoded: bytes | None = None) -> None:
+    """Raise ``AppError(bad_request)`` unless every store can keep ``item``;
+    ``encoded`` is ``item.data`` as JSON when the caller has it already.
 
     Checked per item before batching: one such event would otherwise fail the
     whole transaction, and with it the publishes of everyone else in the batch.
@@ -207,7 +209,8 @@ def check_storable(item: NewEvent) -> None:
         if text is not None and not _storable_text(text):
             raise AppError(ErrorCode.BAD_REQUEST, f"{name} contains a NUL or an invalid character")
     try:
-        encoded = dumps(item.data)
+        if encoded is None:
+            encoded = dumps(item.data)
     except TypeError as exc:  # orjson: lone surrogates, integers beyond 64 bits, ...
         raise AppError(ErrorCode.BAD_REQUEST, f"data is not storable JSON: {exc}") from exc
     if _NUL_ESCAPE.search(encoded) is not None:
