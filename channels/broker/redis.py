@@ -34,6 +34,29 @@ from ..ports import Broker, BrokerListener
 logger = logging.getLogger(__name__)
 
 
+# ARGV: channel, message, channel, message, ... (no keys: pub/sub is not keyed)
+_PUBLISH_MANY = """
+for i = 1, #ARGV, 2 do
+    redis.call('PUBLISH', ARGV[i], ARGV[i + 1])
+end
+return #ARGV / 2
+"""
+CHUNK_BYTES = 1 << 20  # one script call carries at most about this much, so none blocks Redis for long
+CHUNK_MESSAGES = 1000
+
+
+def _chunks(messages: Sequence[tuple[str, bytes]]) -> list[Sequence[tuple[str, bytes]]]:
+    out: list[Sequence[tuple[str, bytes]]] = []
+    start = size = 0
+    for i, (_, payload) in enumerate(messages):
+        if i > start and (size + len(payload) > CHUNK_BYTES or i - start >= CHUNK_MESSAGES):
+            out.append(messages[start:i])
+            start, size = i, 0
+        size += len(payload)
+    out.append(messages[start:])
+    return out
+
+
 class RedisBroker(Broker):
     """``Broker`` on Redis pub/sub (redis-py asyncio).
 
@@ -77,6 +100,9 @@ class RedisBroker(Broker):
         self._listener: BrokerListener | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        # one command per batch instead of a PUBLISH each: redis-py packs and
+        # parses per command, which cost more than the publishing itself
+        self._publish_many = self._client.register_script(_PUBLISH_MANY)
 
     async def start(self, listener: BrokerListener) -> None:
         if self._listener is not None or self._closed:
@@ -148,10 +174,14 @@ class RedisBroker(Broker):
             return
         try:
             async with asyncio.timeout(self._command_timeout):
-                async with self._client.pipeline(transaction=False) as pipe:
-                    for channel, payload in messages:
-                        pipe.publish(self._name(channel), payload)
-                    await pipe.execute()
+                for chunk in _chunks(messages):
+                    args: list[str | bytes] = []
+                    for channel, payload in chunk:
+                        args += (self._name(channel), payload)
+                    # EVALSHA, loading the script first if this Redis lacks it
+                    # (restarted, SCRIPT FLUSH); not in a pipeline, which would
+                    # ask SCRIPT EXISTS on every execute
+                    await self._publish_many(args=args)
         except (RedisError, OSError, TimeoutError) as exc:
             raise BrokerUnavailable("publish to Redis failed") from exc
 

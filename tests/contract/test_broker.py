@@ -204,6 +204,34 @@ async def test_pipelined_publish_of_1000_arrives_complete_and_ordered(broker_pai
     await a.broker.publish([])
 
 
+async def test_a_batch_larger_than_one_command_arrives_complete_and_ordered(broker_pair: tuple[Node, Node]) -> None:
+    # Redis publishes a batch in chunks (by count and by bytes): cross both limits
+    a, b = broker_pair
+    await b.broker.subscribe("big")
+    await b.broker.subscribe("small")
+    small = [b"%05d" % i for i in range(2500)]
+    big = [bytes([65 + i % 26]) * 300_000 for i in range(8)]  # 2.4 MB together
+    mixed = [("small", p) for p in small[:1200]] + [("big", p) for p in big] + [("small", p) for p in small[1200:]]
+    await a.broker.publish(mixed)
+    assert await b.has("small", 2500) == small
+    assert await b.has("big", 8) == big
+
+
+@pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
+async def test_publish_works_after_redis_forgets_its_scripts(broker_pair: tuple[Node, Node], redis_url: str) -> None:
+    # the Redis broker publishes a batch with a script; a restarted Redis has none
+    a, b = broker_pair
+    await b.broker.subscribe("after-flush")
+    await a.broker.publish([("after-flush", b"1")])
+    admin = Redis.from_url(redis_url)
+    try:
+        await admin.script_flush()  # what a Redis restart does too
+    finally:
+        await admin.aclose()
+    await a.broker.publish([("after-flush", b"2")])
+    assert await b.has("after-flush", 2) == [b"1", b"2"]
+
+
 async def test_prefixes_isolate_deployments(broker_pair: tuple[Node, Node], make_node: MakeNode, key_prefix: str) -> None:
     a, b = broker_pair
     other = await make_node(f"{key_prefix}other:")
