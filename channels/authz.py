@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from functools import lru_cache
 
 from .errors import AppError, ErrorCode
 from .models import Principal
@@ -13,7 +14,14 @@ PERSONAL_NAMESPACE = "user"
 
 
 def _claim_matches(principal: Principal, channel: str) -> bool:
-    return any(fnmatchcase(channel, pattern) for pattern in principal.channels)
+    return _globs_match(principal.channels, channel)
+
+
+@lru_cache(maxsize=8192)
+def _globs_match(patterns: tuple[str, ...], channel: str) -> bool:
+    # asked on every publish; tokens of one app share a handful of claim sets,
+    # so (claims, channel) pairs repeat and the cache stays small and hot
+    return any(fnmatchcase(channel, pattern) for pattern in patterns)
 
 
 def _personal_owner(channel: str) -> str | None:

@@ -27,6 +27,8 @@ class PrometheusTelemetry(Telemetry):
                                   ["transport", "outcome"], registry=registry)
         self._publish_seconds = Histogram("switchboard_publish_seconds", "Publish call to commit (what the ack waits for)",
                                           ["transport"], buckets=LATENCY_BUCKETS, registry=registry)
+        self._publish_counts: dict[tuple[str, str], Counter] = {}
+        self._publish_timings: dict[str, Histogram] = {}
         self._batch_size = Histogram("switchboard_commit_batch_size", "Events per group-commit transaction",
                                      buckets=BATCH_BUCKETS, registry=registry)
         self._commit_seconds = Histogram("switchboard_commit_seconds", "Duration of one group-commit transaction",
@@ -48,8 +50,16 @@ class PrometheusTelemetry(Telemetry):
                                 registry=registry)
 
     def published(self, transport: str, outcome: str, seconds: float) -> None:
-        self._publishes.labels(transport, outcome).inc()
-        self._publish_seconds.labels(transport).observe(seconds)
+        # once per publish: the labelled children are looked up once, not per call
+        # (``labels()`` takes a lock and builds a key every time)
+        count = self._publish_counts.get((transport, outcome))
+        if count is None:
+            count = self._publish_counts[transport, outcome] = self._publishes.labels(transport, outcome)
+        timing = self._publish_timings.get(transport)
+        if timing is None:
+            timing = self._publish_timings[transport] = self._publish_seconds.labels(transport)
+        count.inc()
+        timing.observe(seconds)
 
     def batch_committed(self, size: int, seconds: float) -> None:
         self._batch_size.observe(size)

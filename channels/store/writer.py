@@ -99,6 +99,13 @@ class GroupCommitWriter:
         ``internal`` on an unexpected failure. Cancelling the caller does not
         disturb anyone else's publish.
         """
+        return await self.enqueue(item, encoded=encoded)
+
+    def enqueue(self, item: NewEvent, *, encoded: bytes | None = None) -> asyncio.Future[Appended]:
+        """``submit`` without awaiting: queue ``item`` now and return the future its
+        outcome will resolve (with an ``Appended`` or one of ``submit``'s errors).
+        Refusals raise here. Cancelling the future before its batch forms withdraws
+        the item; once committed, the future is resolved whatever the caller did."""
         if self._closed:
             raise AppError(ErrorCode.UNAVAILABLE, "publish writer is closed", temporary=True)
         if len(self._queue) >= self._max_pending:
@@ -106,8 +113,9 @@ class GroupCommitWriter:
         check_storable(item, encoded)
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future))
-        self._wakeup.set()
-        return await future
+        if not self._wakeup.is_set():
+            self._wakeup.set()
+        return future
 
     async def flush(self) -> None:
         """Wait until everything submitted so far is committed (or failed) and acked."""
@@ -213,7 +221,7 @@ def check_storable(item: NewEvent, encoded: bytes | None = None) -> None:
             encoded = dumps(item.data)
     except TypeError as exc:  # orjson: lone surrogates, integers beyond 64 bits, ...
         raise AppError(ErrorCode.BAD_REQUEST, f"data is not storable JSON: {exc}") from exc
-    if _NUL_ESCAPE.search(encoded) is not None:
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded) is not None:
         raise AppError(ErrorCode.BAD_REQUEST, "data contains a NUL character (\\u0000)")
 
 
