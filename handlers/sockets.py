@@ -7,16 +7,17 @@ Connection admission, token expiry and closing live in ``connections.py``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import socketio
 from pydantic import BaseModel, ValidationError
 
 from channels.errors import AppError, ErrorCode
-from channels.models import Principal
+from channels.models import Appended, Principal
 from channels.service import ChannelService
 from channels.telemetry import NullTelemetry, Telemetry
 
@@ -28,7 +29,18 @@ from .schemas import HistoryIn, PresenceIn, PublishIn, RefreshIn, SubscribeIn, U
 log = logging.getLogger(__name__)
 
 Verify = Callable[[str | None], Principal]
+Reply = Callable[[dict[str, Any]], None]  # sends a call's ack
 M = TypeVar("M", bound=BaseModel)
+
+
+InlineHandler = Callable[[str, tuple[object, ...], Reply | None], None]
+
+
+class InlineCalls(Protocol):
+    """Runs a call's handler as its message is read: ``handler(sid, args, reply)`` must not
+    block; ``reply`` is None when the client asked for no ack."""
+
+    def on(self, event: str, handler: InlineHandler) -> None: ...
 
 
 class Refused(socketio.exceptions.ConnectionRefusedError):  # type: ignore[misc]
@@ -66,7 +78,11 @@ class SocketHandlers:
         False when it is gone or already being closed for another reason."""
         return self._registry.mark_closing(sid, reason)
 
-    def register(self, sio: socketio.AsyncServer) -> None:
+    def register(self, sio: socketio.AsyncServer, inline: InlineCalls | None = None) -> None:
+        """Handle the namespace's events on ``sio``; ``inline``: where calls that have
+        a task-free form (publish) are registered for websocket connections."""
+        if inline is not None:
+            inline.on("publish", self.publish_now)
         sio.on("connect", self.on_connect)
         sio.on("disconnect", self.on_disconnect)
         sio.on("subscribe", self._guard("subscribe", SubscribeIn, self.subscribe))
@@ -131,15 +147,48 @@ class SocketHandlers:
         return ok(channel=msg.channel)
 
     async def publish(self, conn: Connection, msg: PublishIn) -> dict[str, Any]:
+        return _published(await self._start_publish(conn, msg))
+
+    def publish_now(self, sid: str, args: tuple[object, ...], reply: Reply | None) -> None:
+        """``publish`` without a task (the inline path of websocket connections): checked
+        and queued for commit before the connection's next message is read, so emit
+        order is commit order; ``reply`` gets the ack from the commit's callback."""
+        connection_id.set(sid)
+        try:
+            pending = self._start_publish(self._connection(sid), self._parse(PublishIn, args))
+        except AppError as exc:
+            _log_failure("publish", sid, exc)
+            if reply is not None:
+                reply(fail(exc))
+            return
+        except Exception:
+            log.exception("publish from %s failed", sid)
+            if reply is not None:
+                reply(fail(AppError(ErrorCode.INTERNAL, "internal error")))
+            return
+        pending.add_done_callback(lambda done: self._publish_done(sid, done, reply))
+
+    def _start_publish(self, conn: Connection, msg: PublishIn) -> asyncio.Future[Appended]:
         if conn.publish_bucket is not None:  # checked without awaiting: emit order is kept
             retry = conn.publish_bucket.take(time.monotonic())
             if retry:
                 raise AppError(ErrorCode.RATE_LIMITED, "too many publishes; retry later", retry_after=retry)
-        appended = await self._service.publish(
-            conn.principal, msg.channel, msg.type, msg.data, msg.client_msg_id
-        )
-        event = appended.event
-        return ok(seq=event.seq, id=event.id, duplicate=appended.duplicate)
+        return self._service.start_publish(conn.principal, msg.channel, msg.type, msg.data, msg.client_msg_id)
+
+    @staticmethod
+    def _publish_done(sid: str, done: asyncio.Future[Appended], reply: Reply | None) -> None:
+        if done.cancelled():
+            ack = fail(AppError(ErrorCode.UNAVAILABLE, "publish withdrawn", temporary=True))
+        elif (exc := done.exception()) is None:
+            ack = _published(done.result())
+        elif isinstance(exc, AppError):
+            _log_failure("publish", sid, exc)
+            ack = fail(exc)
+        else:
+            log.error("publish from %s failed", sid, exc_info=exc)
+            ack = fail(AppError(ErrorCode.INTERNAL, "internal error"))
+        if reply is not None:
+            reply(ack)
 
     async def history(self, conn: Connection, msg: HistoryIn) -> dict[str, Any]:
         page = await self._service.history(
@@ -203,6 +252,11 @@ class SocketHandlers:
             return model.model_validate(args[0])
         except ValidationError as exc:
             raise bad_request(exc) from None
+
+
+def _published(appended: Appended) -> dict[str, Any]:
+    event = appended.event
+    return ok(seq=event.seq, id=event.id, duplicate=appended.duplicate)
 
 
 def _log_failure(name: str, sid: str, exc: AppError) -> None:

@@ -41,6 +41,7 @@ from .middleware import (
     rate_limit_middleware,
 )
 from .routes import add_routes
+from .inline import InlineCalls
 from .sockets import SioControl, SlowConsumers, build_sio, client_ip
 
 
@@ -105,7 +106,9 @@ def create_app(settings: Settings) -> web.Application:
 
     control.on(DISCONNECT_USER, disconnect_user)
     sockets = SocketHandlers(service, connections, verifier.verify, telemetry)
-    sockets.register(sio)
+    inline = InlineCalls(sio)
+    sio.eio.inline = inline  # websocket readers hand it the calls it knows (publish)
+    sockets.register(sio, inline)
     slow_consumers = SlowConsumers(sio, sockets, grace=settings.send_queue_close_grace)
     registry.register(_state_gauges(sockets, fanout))
 

@@ -130,10 +130,27 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
         self._out_size = 0
         self._direct = not self._sock.compress
         owner = getattr(self.handler, "__self__", None)  # the engineio AsyncSocket
+        self.sid: str | None = None
         if owner is not None:
             owner.ws = self
+            self.sid = owner.sid
         await self.handler(self)
         return self._sock
+
+    async def wait(self) -> str | bytes:
+        """The next message for engineio's reader; calls the server handles inline
+        (``BoundedEngineIO.inline``) are consumed here and never reach it."""
+        inline = self.server.inline
+        while True:
+            msg = await self._sock.receive()
+            data = msg.data
+            if type(data) is str:
+                if inline is None or not data.startswith("42") or not inline(self.sid, data):
+                    return data
+            elif isinstance(data, bytes):
+                return data
+            else:
+                raise OSError()  # closed or an error: what engineio's reader expects
 
     async def send(self, message: str | bytes) -> None:
         if not self._direct:
@@ -181,6 +198,8 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
 
 class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     websocket_compression = False
+    # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
+    inline: Callable[[str, str], bool] | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -302,9 +321,8 @@ class QueueDelivery(Delivery):
         if socket is None or socket.closed or socket.closing:
             return
         queue: TrackedQueue = socket.queue
-        ws: _WebSocket | None = getattr(socket, "ws", None)
-        if ws is not None and socket.upgraded and queue.empty() and ws.accepts_direct():
-            # nothing queued before it: straight into the connection's output, FIFO intact
+        ws = _direct_ws(socket)
+        if ws is not None:
             frame = pkt.encode().frame
             if ws.buffered() + len(frame) > self._limits.max_bytes:
                 self._on_slow(sid)
@@ -315,6 +333,26 @@ class QueueDelivery(Delivery):
             self._on_slow(sid)
             return
         queue.put_nowait(pkt)
+
+
+def _direct_ws(socket: Any) -> _WebSocket | None:
+    """The socket's websocket when a frame may go straight into its output: upgraded,
+    uncompressed, and nothing queued before it (so the connection's FIFO holds)."""
+    ws: _WebSocket | None = getattr(socket, "ws", None)
+    if ws is not None and socket.upgraded and ws.accepts_direct() and socket.queue.empty():
+        return ws
+    return None
+
+
+def send_now(socket: Any, message: str) -> None:
+    """Send an Engine.IO MESSAGE (``message`` without its "4") behind everything the socket
+    was sent before, without awaiting: written this loop iteration on a websocket, else
+    queued for engineio's writer."""
+    ws = _direct_ws(socket)
+    if ws is not None:
+        ws.push(ws_frame(f"4{message}".encode(), opcode=0x1))
+    else:
+        socket.queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, message))
 
 
 def _event_packet(event: Event) -> eio_packet.Packet:

@@ -257,6 +257,30 @@ async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(serv
     await client.disconnect()
 
 
+async def test_publishes_without_an_ack_and_over_long_polling_are_stored_in_order(server: ServerProcess) -> None:
+    # websocket publishes take the inline path (server/inline.py); an ack-less one and
+    # a long-polling client's go other ways, and all of them must land in emit order
+    watcher, wrec = await connect(server.url, alice())
+    await call(watcher, "subscribe", {"channel": "chat:ways"})
+    async with raw_socket(server) as ws:
+        await ws.send_str('42["publish",{"channel":"chat:ways","type":"t","data":{"n":1}}]')  # no ack wanted
+        await ws.send_str('427["publish",{"channel":"chat:ways","type":"t","data":{"n":2}}]')
+        ack = json.loads((await _next_message(ws, "437"))[3:])[0]
+        assert ack["ok"] is True and ack["seq"] == 2
+        await ws.send_str('428["publish",{"channel":"chat:ways","type":"t"}]')  # no data: refused, same id
+        refused = json.loads((await _next_message(ws, "438"))[3:])[0]
+        assert refused["ok"] is False and refused["error"]["code"] == "bad_request"
+    poller, _ = new_client()
+    await poller.connect(server.url, auth={"token": alice()}, transports=["polling"], wait_timeout=10)
+    assert poller.transport() == "polling"
+    polled = await call(poller, "publish", {"channel": "chat:ways", "type": "t", "data": {"n": 3}})
+    assert polled["ok"] is True and polled["seq"] == 3
+    await wrec.wait_for_seq("chat:ways", 3)
+    assert [e["data"]["n"] for e in wrec.events["chat:ways"]] == [1, 2, 3]
+    await poller.disconnect()
+    await watcher.disconnect()
+
+
 async def test_a_message_over_the_transport_limit_closes_only_that_connection(server: ServerProcess) -> None:
     bystander, brec = await connect(server.url, alice())
     await call(bystander, "subscribe", {"channel": "chat:big"})
