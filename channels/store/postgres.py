@@ -16,7 +16,7 @@ from ..errors import AppError, ErrorCode, StoreUnavailable
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_postgres
-from .rules import AppendPlan, Key, encode_data, idempotency_keys, upper_bound, wants_prune
+from .rules import AppendPlan, Key, encode_data, idempotency_keys, new_event_id, upper_bound, wants_prune
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +52,32 @@ SELECT {_COLUMNS} FROM unnest($1::text[], $2::text[]) AS k(channel, client_msg_i
 JOIN events e USING (channel, client_msg_id)
 WHERE e.client_msg_id IS NOT NULL"""
 
-# ORDER BY: every writer locks channel rows in the same order, so two batches
-# touching the same channels queue up instead of deadlocking. The timestamp is
-# taken after the row locks, so ts never runs backwards within a channel.
-_ADVANCE = """
-INSERT INTO channels (name, last_seq)
-SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
-ON CONFLICT (name) DO UPDATE SET last_seq = channels.last_seq + EXCLUDED.last_seq
-RETURNING name, last_seq, date_trunc('milliseconds', clock_timestamp())"""
-
-_INSERT = """
-INSERT INTO events (channel, seq, id, type, data, sender, client_msg_id, created_at)
-SELECT c, s, i::uuid, t, d::jsonb, u, m, $8
-FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-    AS r(c, s, i, t, d, u, m)"""
+# One statement, so one round trip and its own transaction: advance each
+# channel's head by its count ($1, $2), then insert the events numbered after
+# the old head in batch order ($3..$9 aligned; $9 the batch position). ORDER BY:
+# every writer locks channel rows in the same order, so two batches touching
+# the same channels queue up instead of deadlocking. The timestamp is taken
+# after the row locks, so ts never runs backwards within a channel; it is
+# returned with the heads, and the caller numbers its events the same way.
+_APPEND = """
+WITH heads AS (
+    INSERT INTO channels (name, last_seq)
+    SELECT * FROM unnest($1::text[], $2::bigint[]) ORDER BY 1
+    ON CONFLICT (name) DO UPDATE SET last_seq = channels.last_seq + EXCLUDED.last_seq
+    RETURNING name, last_seq, date_trunc('milliseconds', clock_timestamp()) AS ts
+), counts AS (
+    SELECT * FROM unnest($1::text[], $2::bigint[]) AS n(name, count)
+), stamp AS (
+    SELECT max(ts) AS ts FROM heads
+), inserted AS (
+    INSERT INTO events (channel, seq, id, type, data, sender, client_msg_id, created_at)
+    SELECT r.c, h.last_seq - n.count + row_number() OVER (PARTITION BY r.c ORDER BY r.o),
+           r.i::uuid, r.t, r.d::jsonb, r.u, r.m, stamp.ts
+    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])
+        AS r(c, i, t, d, u, m, o)
+    JOIN heads h ON h.name = r.c JOIN counts n ON n.name = r.c CROSS JOIN stamp
+)
+SELECT name, last_seq, ts FROM heads"""
 
 _BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = $1"
 
@@ -260,13 +272,14 @@ class PostgresEventStore(EventStore):
         raise AssertionError("unreachable")
 
     async def _append(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Appended]:
-        async with conn.transaction():
-            plan = AppendPlan(batch, await self._stored(conn, batch))
-            created: list[Event] = []
-            if plan.fresh:
-                heads, now = await self._advance(conn, plan.counts)
-                created = plan.events(heads, _ms(now))
-                await self._insert(conn, created, now)
+        # no explicit transaction: the idempotency lookup cannot make the write
+        # safe anyway (under READ COMMITTED a concurrent writer can store the same
+        # key in between); the unique index does, and a conflict retries the whole
+        # append, whose lookup then finds the winner's event
+        plan = AppendPlan(batch, await self._stored(conn, batch))
+        created: list[Event] = []
+        if plan.fresh:
+            created = await self._write(conn, plan)
         return plan.results(created)
 
     async def _stored(self, conn: Connection, batch: Sequence[NewEvent]) -> dict[Key, Event]:
@@ -277,21 +290,25 @@ class PostgresEventStore(EventStore):
         events = [_event(row) for row in rows]
         return {(e.channel, e.client_msg_id): e for e in events if e.client_msg_id is not None}
 
-    async def _advance(
-        self, conn: Connection, counts: dict[str, int]
-    ) -> tuple[dict[str, int], datetime]:
-        rows = await conn.fetch(_ADVANCE, list(counts), list(counts.values()))
+    async def _write(self, conn: Connection, plan: AppendPlan) -> list[Event]:
+        fresh = plan.fresh
+        ids = [new_event_id() for _ in fresh]
+        rows = await conn.fetch(
+            _APPEND,
+            list(plan.counts),
+            list(plan.counts.values()),
+            [item.channel for item in fresh],
+            ids,
+            [item.type for item in fresh],
+            [encode_data(item.data) for item in fresh],
+            [item.sender for item in fresh],
+            [item.client_msg_id for item in fresh],
+            list(range(len(fresh))),
+        )
         heads = {str(row[0]): int(row[1]) for row in rows}
         # one ts for the whole batch: the latest lock acquisition
-        return heads, max(row[2] for row in rows)
-
-    async def _insert(self, conn: Connection, events: list[Event], now: datetime) -> None:
-        rows = [
-            (e.channel, e.seq, e.id, e.type, encode_data(e.data), e.sender, e.client_msg_id)
-            for e in events
-        ]
-        columns = [list(column) for column in zip(*rows)]
-        await conn.execute(_INSERT, *columns, now)
+        ts = _ms(max(row[2] for row in rows))
+        return plan.events(heads, ts, iter(ids).__next__)
 
     async def _prune(
         self,
