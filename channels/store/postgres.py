@@ -11,12 +11,12 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ..codec import loads
+from ..codec import dumps, loads
 from ..errors import AppError, ErrorCode, StoreUnavailable
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_postgres
-from .rules import AppendPlan, Key, encode_data, idempotency_keys, new_event_id, upper_bound, wants_prune
+from .rules import AppendPlan, Key, idempotency_keys, new_event_id, upper_bound, wants_prune
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ WHERE e.client_msg_id IS NOT NULL"""
 
 # One statement, so one round trip and its own transaction: advance each
 # channel's head by its count ($1, $2), then insert the events numbered after
-# the old head in batch order ($3..$9 aligned; $9 the batch position). ORDER BY:
+# the old head in batch order ($3: the events, a JSON array). ORDER BY:
 # every writer locks channel rows in the same order, so two batches touching
 # the same channels queue up instead of deadlocking. The timestamp is taken
 # after the row locks, so ts never runs backwards within a channel; it is
@@ -72,9 +72,9 @@ WITH heads AS (
 ), inserted AS (
     INSERT INTO events (channel, seq, id, type, data, sender, client_msg_id, created_at)
     SELECT r.c, h.last_seq - n.count + row_number() OVER (PARTITION BY r.c ORDER BY r.o),
-           r.i::uuid, r.t, r.d::jsonb, r.u, r.m, stamp.ts
-    FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[])
-        AS r(c, i, t, d, u, m, o)
+           r.i, r.t, r.d, r.u, r.m, stamp.ts
+    FROM ROWS FROM (jsonb_to_recordset($3::jsonb) AS (c text, i uuid, t text, d jsonb, u text, m text))
+        WITH ORDINALITY AS r(c, i, t, d, u, m, o)
     JOIN heads h ON h.name = r.c JOIN counts n ON n.name = r.c CROSS JOIN stamp
 )
 SELECT name, last_seq, ts FROM heads"""
@@ -297,13 +297,7 @@ class PostgresEventStore(EventStore):
             _APPEND,
             list(plan.counts),
             list(plan.counts.values()),
-            [item.channel for item in fresh],
-            ids,
-            [item.type for item in fresh],
-            [encode_data(item.data) for item in fresh],
-            [item.sender for item in fresh],
-            [item.client_msg_id for item in fresh],
-            list(range(len(fresh))),
+            _rows(fresh, ids),
         )
         heads = {str(row[0]): int(row[1]) for row in rows}
         # one ts for the whole batch: the latest lock acquisition
@@ -329,6 +323,16 @@ class PostgresEventStore(EventStore):
             await conn.execute(_PRUNE_LOCK, names)
             await conn.execute(_PRUNE_MOVE_FIRST, names, keep)
         return int(str(status).split()[-1])
+
+
+def _rows(items: Sequence[NewEvent], ids: Sequence[str]) -> str:
+    """The events of an append as one JSON parameter. Seven text arrays, which asyncpg
+    encodes element by element, cost a third more of the append's Python time."""
+    try:
+        return dumps([{"c": item.channel, "i": id, "t": item.type, "d": item.data, "u": item.sender,
+                       "m": item.client_msg_id} for item, id in zip(items, ids)]).decode()
+    except TypeError as exc:  # orjson: integers beyond 64 bits, lone surrogates, non-JSON types
+        raise AppError(ErrorCode.BAD_REQUEST, f"event data is not storable JSON: {exc}") from exc
 
 
 def _event(row: Any) -> Event:
