@@ -61,6 +61,7 @@ class Settings(BaseSettings):
 
     writer_max_batch: int = Field(default=512, ge=1)
     writer_max_pending: int = Field(default=10_000, ge=1)
+    gc_threshold: int = Field(default=50_000, ge=0)
     gap_timeout_ms: int = Field(default=40, ge=1)
     recovery_max_events: int = Field(default=10_000, ge=0)
     history_max_limit: int = Field(default=1000, ge=1)
