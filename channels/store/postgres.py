@@ -152,6 +152,7 @@ class PostgresEventStore(EventStore):
             "max_size": max_size,
             "timeout": connect_timeout,
             "command_timeout": command_timeout,
+            "reset": _keep_session,
         }
         self._max_attempts = max(1, max_attempts)
         self._started = False
@@ -323,6 +324,14 @@ class PostgresEventStore(EventStore):
             await conn.execute(_PRUNE_LOCK, names)
             await conn.execute(_PRUNE_MOVE_FIRST, names, keep)
         return int(str(status).split()[-1])
+
+
+async def _keep_session(_conn: Connection) -> None:
+    """The pool's reset on release, doing nothing more than asyncpg always does (roll
+    back an open transaction). The default also clears session state (settings,
+    LISTEN, cursors, advisory locks) with a query: a round trip on every release,
+    which showed as a fifth of a small append's time. This store leaves no session
+    state behind: its advisory lock is transaction-scoped."""
 
 
 def _rows(items: Sequence[NewEvent], ids: Sequence[str]) -> str:

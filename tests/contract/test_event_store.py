@@ -13,7 +13,9 @@ import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+import asyncpg
 import pytest
 
 from channels.errors import AppError, ErrorCode, StoreUnavailable
@@ -570,3 +572,34 @@ async def test_writer_flush_waits_for_everything_submitted(store: EventStore) ->
         await asyncio.wait_for(writer.flush(), 1)  # idle: returns at once
     finally:
         await writer.close()
+
+
+# -- PostgreSQL: round trips -------------------------------------------------
+
+
+@pytest.mark.postgres
+async def test_a_postgres_append_is_one_round_trip_and_its_connection_goes_back_clean(postgres_url: str) -> None:
+    # each round trip waits for a busy event loop in the server: an append must be one
+    # statement, and releasing its connection must not send a reset query
+    from channels.store.postgres import PostgresEventStore
+
+    store = PostgresEventStore(postgres_url, min_size=1, max_size=1)
+    await store.start()
+    try:
+        pool: Any = store._pool  # noqa: SLF001
+        await store.append([new(n=100)])  # the first one also prepares the statement
+        async with pool.acquire() as conn:
+            protocol = conn._con._protocol  # noqa: SLF001
+        before = protocol.queries_count
+        for n in range(10):
+            await store.append([new(n=n)])
+        assert protocol.queries_count - before == 10
+        async with pool.acquire() as conn:  # what a failed transaction leaves is rolled back
+            with pytest.raises(asyncpg.DivisionByZeroError):
+                async with conn.transaction():
+                    await conn.execute("SELECT 1/0")
+        async with pool.acquire() as conn:
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM events") == 11
+    finally:
+        await store.close()
