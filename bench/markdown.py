@@ -28,8 +28,9 @@ PEERS = """\
 Both verify the HS256 JWT with the shared secret on connect (as Switchboard does) and number events with a
 Redis `INCR` per channel (the honest equivalent of Switchboard's per-channel `seq` across instances).
 **The peers persist nothing; Switchboard commits every event to PostgreSQL before it acks or delivers it.**
-Peers cannot replay missed events (`since`), so S6 is Switchboard-only. Ratios are Switchboard / peer
-(above 1: Switchboard is faster)."""
+Peers cannot replay missed events (`since`), so S6 is Switchboard-only. Ratios say how many times better
+Switchboard is (above 1: Switchboard is better): Switchboard / peer for throughput, peer / Switchboard for
+the p99 latency of the fixed-rate scenarios (S2r, S5r), where lower is better."""
 
 
 PROFILE_NOTE = ("`py-spy record` of the (first) server process, 100 Hz, during the S2 run; each busy sample is "
@@ -168,10 +169,17 @@ def _client_table(records: list[Record]) -> list[str]:
     return lines
 
 
+LATENCY_HEADLINES = ("ack p99 ms", "delivery p99 ms")  # lower is better: ratios are peer / Switchboard
+
+
 def headline(record: Record) -> tuple[str, float]:
     k, doc = kind(record), record.doc
     if not record.ok:
         return "", math.nan
+    if "--rate" in record.scenario.args and k == "publish":
+        return "ack p99 ms", float(doc["publish"]["ack_latency_ms"]["p99"])
+    if "--rate" in record.scenario.args and k == "fanout":
+        return "delivery p99 ms", float(doc["delivery"]["latency_ms"]["p99"])
     if k == "connect":
         return "connections held", float(doc["connections"]["peak"])
     if k == "publish":
@@ -179,6 +187,13 @@ def headline(record: Record) -> tuple[str, float]:
     if k == "storm":
         return "s to all recovered", float(doc["recovery"]["storm"].get("time_to_all_recovered_s") or math.nan)
     return "deliveries/s", float(doc["delivery"]["per_s"] or math.nan)
+
+
+def _ratio(metric: str, ours: float, theirs: float) -> str:
+    """How many times better Switchboard is (above 1: better): for latency, theirs / ours."""
+    if not theirs or math.isnan(theirs) or math.isnan(ours) or metric == "s to all recovered":
+        return "–"
+    return _n(theirs / ours if metric in LATENCY_HEADLINES else ours / theirs, 2) + "×"
 
 
 def render(groups: dict[str, list[Record]], command: str, elapsed: float, profiles: dict[str, str]) -> str:
@@ -197,10 +212,10 @@ def render(groups: dict[str, list[Record]], command: str, elapsed: float, profil
         by = {r.target: r for r in records}
         metric, sb = headline(by["switchboard"]) if "switchboard" in by else ("", math.nan)
         vals = {t: headline(by[t])[1] if t in by else math.nan for t in ("sio", "node")}
-        ratios = [_n(sb / v, 2) + "×" if v and not math.isnan(v) and metric != "s to all recovered" else "–"
-                  for v in vals.values()]
-        out.append(f"| {key} | {metric} | {_n(sb, 2 if metric.startswith('s ') else 0)} | {_n(vals['sio'])} | "
-                   f"{_n(vals['node'])} | {ratios[0]} | {ratios[1]} |")
+        ratios = [_ratio(metric, sb, v) for v in vals.values()]
+        digits = 2 if metric.startswith("s ") else 1 if metric in LATENCY_HEADLINES else 0
+        out.append(f"| {key} | {metric} | {_n(sb, digits)} | {_n(vals['sio'], digits)} | "
+                   f"{_n(vals['node'], digits)} | {ratios[0]} | {ratios[1]} |")
     for key, records in groups.items():
         scenario = records[0].scenario
         out += ["", f"## {key}: {scenario.title}", ""]
