@@ -52,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     load = p.add_argument_group("load")
     load.add_argument("--procs", type=int, default=1, help="worker processes (about 5,000 connections each)")
     load.add_argument("--client", choices=["lean", "sio"], default="lean",
-                      help="lean: our aiohttp client (default); sio: python-socketio AsyncClient")
+                      help="lean: our picows client (default); sio: python-socketio AsyncClient")
     load.add_argument("--clients", type=int, default=100, help="connections (connect) or subscribers")
     load.add_argument("--channels", type=int, default=1)
     load.add_argument("--channel-prefix", default="loadtest:", help="channels are PREFIX<run id>-<k>")

@@ -1,9 +1,9 @@
 """The simulated client: one Socket.IO connection, and the lean implementation of it.
 
 ``SimClient`` is what scenarios drive. ``LeanClient`` speaks Engine.IO 4 /
-Socket.IO 5 directly over one aiohttp websocket: per connection it holds the
-websocket, one reader task and a dict of pending acks, and it decodes a
-received event with one ``orjson.loads``. ``loadtest.sioclient`` offers the
+Socket.IO 5 directly over one picows websocket: per connection it holds the
+websocket and a dict of pending acks (no task), and it decodes a received
+event with one ``orjson.loads`` in picows' per-frame callback. ``loadtest.sioclient`` offers the
 same interface over python-socketio's ``AsyncClient`` for comparison
 (``--client sio``); the lean one holds more connections per core (see
 docs/BENCHMARKS.md), so it is the default.
@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import aiohttp
 import orjson
+from picows import WSCloseCode, WSError, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows.common import WSHandshakeError
 
 from .protocol import (
     DISCONNECT_FRAME,
@@ -40,9 +42,10 @@ CloseHandler = Callable[[str], None]
 
 # A received ``event`` with one argument is framed exactly like this; slicing the
 # object out skips building the args list (the hot path of every fan-out run).
-_EVENT_PREFIX = '42["event",'
-# A dead server must not make closing 10,000 clients take 10 s each (aiohttp's default).
-CLOSE_TIMEOUT = aiohttp.ClientWSTimeout(ws_receive=None, ws_close=2.0)
+_EVENT_PREFIX = b'42["event",'
+_EVENT_PREFIX_LEN = len(_EVENT_PREFIX)
+# A dead server must not make closing 10,000 clients take long each.
+CLOSE_TIMEOUT = 2.0
 
 
 class ClientFailure(Exception):
@@ -98,6 +101,10 @@ def reason_of(exc: BaseException) -> str:
         return "timeout"
     if isinstance(exc, aiohttp.WSServerHandshakeError):
         return f"http_{exc.status}"
+    if isinstance(exc, WSHandshakeError):
+        return f"http_{int(exc.response.status)}" if exc.response is not None else "handshake_failed"
+    if isinstance(exc, WSError):
+        return "websocket_error"
     if isinstance(exc, aiohttp.ClientConnectorError):
         return _os_reason(exc.os_error)
     if isinstance(exc, ProtocolError):
@@ -127,17 +134,44 @@ def websocket_url(url: str) -> str:
     return f"{base}/socket.io/?EIO=4&transport=websocket"
 
 
-class LeanClient(SimClient):
-    """A minimal Socket.IO client over one aiohttp websocket (websocket transport only)."""
+class _Frames(WSListener):
+    """picows calls this for every frame, synchronously, as its bytes are parsed."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, client: LeanClient) -> None:
+        self.client = client
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.client.attached(transport)  # before any frame: the open packet is answered at once
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is WSMsgType.TEXT:
+            self.client.on_text(frame.get_payload_as_memoryview())
+        elif kind is WSMsgType.CLOSE:
+            self.client.closed_by_server(frame.get_close_code().value)
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.client.disconnected()
+
+
+class LeanClient(SimClient):
+    """A minimal Socket.IO client over one picows websocket (websocket transport only).
+
+    picows parses frames in C and hands each to ``on_text`` synchronously: no task,
+    future or ``await`` per received message, which is what a fan-out run receives
+    hundreds of thousands of per second.
+    """
+
+    def __init__(self) -> None:
         self.on_event: EventHandler | None = None
         self.on_close: CloseHandler | None = None
-        self._session = session
-        self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._transport: WSTransport | None = None
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
+        self._joined: asyncio.Future[None] | None = None
+        self._reason = "server_closed"
         self._closing = False
         self._connected = False
 
@@ -146,61 +180,79 @@ class LeanClient(SimClient):
         return self._connected
 
     async def connect(self, url: str, token: str, timeout: float) -> None:
+        self._joined = joined = asyncio.get_running_loop().create_future()
+        self._token = token
         try:
             async with asyncio.timeout(timeout):
-                await self._handshake(url, token)
+                await ws_connect(
+                    lambda: _Frames(self), websocket_url(url), websocket_handshake_timeout=timeout,
+                    enable_auto_pong=True, max_frame_size=16 * 1024 * 1024, logger_name="loadtest")
+                await joined
         except BaseException as exc:
-            if self._ws is not None:
-                await self._ws.close()
+            if self._transport is not None:
+                self._transport.disconnect(graceful=False)
             if isinstance(exc, ClientFailure):
                 raise
             if isinstance(exc, (Exception, asyncio.TimeoutError)):
                 raise ClientFailure(reason_of(exc), str(exc)) from None
             raise
         self._connected = True
-        self._reader = asyncio.create_task(self._read_loop())
 
-    async def _handshake(self, url: str, token: str) -> None:
-        self._ws = ws = await self._session.ws_connect(
-            websocket_url(url), autoping=True, heartbeat=None, compress=0, max_msg_size=16 * 1024 * 1024,
-            timeout=CLOSE_TIMEOUT,
-        )
-        decode_open(await self._text(ws))
-        await ws.send_str(encode_connect({"token": token}))
-        while True:
-            frame = await self._text(ws)
-            if frame == "2":  # a ping may precede the answer on a slow server
-                await ws.send_str(PONG_FRAME)
-                continue
-            packet = decode_message(frame)
-            if packet.type is SioType.CONNECT:
+    def on_text(self, payload: memoryview) -> None:
+        if payload[:_EVENT_PREFIX_LEN] == _EVENT_PREFIX and self.on_event is not None and self._connected:
+            self.on_event(orjson.loads(payload[_EVENT_PREFIX_LEN:-1]))
+            return
+        frame = bytes(payload).decode()
+        if frame == "2":
+            self._send(PONG_FRAME)
+        elif not self._connected:
+            self._handshake(frame)
+        elif not self._dispatch(frame):
+            self._reason = "server_disconnect"
+            if self._transport is not None:
+                self._transport.disconnect()
+
+    def _handshake(self, frame: str) -> None:
+        """Engine.IO open, then our Socket.IO CONNECT and the server's answer."""
+        joined = self._joined
+        if joined is None or joined.done():
+            return
+        try:
+            if frame.startswith("0"):
+                decode_open(frame)
+                self._send(encode_connect({"token": self._token}))
                 return
-            if packet.type is SioType.CONNECT_ERROR:
-                raise _refusal(packet.data)
-            raise ProtocolError(f"unexpected packet during connect: {frame[:60]!r}")
+            packet = decode_message(frame)
+        except ProtocolError as exc:
+            joined.set_exception(exc)
+            return
+        if packet.type is SioType.CONNECT:
+            joined.set_result(None)
+        elif packet.type is SioType.CONNECT_ERROR:
+            joined.set_exception(_refusal(packet.data))
+        else:
+            joined.set_exception(ProtocolError(f"unexpected packet during connect: {frame[:60]!r}"))
 
-    @staticmethod
-    async def _text(ws: aiohttp.ClientWebSocketResponse) -> str:
-        msg = await ws.receive()
-        if msg.type is aiohttp.WSMsgType.TEXT:
-            return str(msg.data)
-        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
-            raise ClientFailure("closed_during_handshake", f"websocket closed ({ws.close_code})")
-        raise ProtocolError(f"unexpected websocket message {msg.type!r}")
+    def attached(self, transport: WSTransport) -> None:
+        self._transport = transport
+
+    def closed_by_server(self, code: int) -> None:
+        if not self._closing and code != 1000:
+            self._reason = f"closed_{code}"
+
+    def _send(self, text: str) -> None:
+        if self._transport is not None and not self._transport.is_disconnected:
+            self._transport.send(WSMsgType.TEXT, text.encode())
 
     async def send_call(self, event: str, data: dict[str, Any]) -> asyncio.Future[Any]:
-        ws = self._ws
-        if ws is None or not self._connected:
+        transport = self._transport
+        if transport is None or not self._connected or transport.is_disconnected:
             raise ClientFailure("not_connected")
         ack_id = next(self._ids)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._acks[ack_id] = future
         future.add_done_callback(lambda f: self._forget(ack_id, f))
-        try:
-            await ws.send_str(encode_event(event, data, ack_id=ack_id))
-        except (ConnectionError, aiohttp.ClientError) as exc:
-            future.cancel()
-            raise ClientFailure("disconnected", str(exc)) from None
+        transport.send(WSMsgType.TEXT, encode_event(event, data, ack_id=ack_id).encode())
         return future
 
     def _forget(self, ack_id: int, future: asyncio.Future[Any]) -> None:
@@ -210,40 +262,19 @@ class LeanClient(SimClient):
 
     async def close(self) -> None:
         self._closing = True
-        ws = self._ws
-        if ws is not None and not ws.closed:
-            try:
-                if self._connected:
-                    await ws.send_str(DISCONNECT_FRAME)
-                await ws.close()
-            except (ConnectionError, aiohttp.ClientError, asyncio.TimeoutError):
-                pass
-        if self._reader is not None:
-            await self._reader
-
-    async def _read_loop(self) -> None:
-        ws = self._ws
-        assert ws is not None
-        reason = "server_closed"
+        transport = self._transport
+        if transport is None:
+            return
+        if not transport.is_disconnected:
+            if self._connected:
+                self._send(DISCONNECT_FRAME)
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
         try:
-            while True:
-                msg = await ws.receive()
-                if msg.type is not aiohttp.WSMsgType.TEXT:
-                    if msg.type is aiohttp.WSMsgType.ERROR:
-                        reason = "websocket_error"
-                    break
-                frame: str = msg.data
-                if frame.startswith(_EVENT_PREFIX) and self.on_event is not None:
-                    self.on_event(orjson.loads(frame[len(_EVENT_PREFIX):-1]))
-                elif frame == "2":
-                    await ws.send_str(PONG_FRAME)
-                elif not self._dispatch(frame):
-                    reason = "server_disconnect"
-                    break
-        except (ConnectionError, aiohttp.ClientError, ProtocolError, orjson.JSONDecodeError) as exc:
-            reason = reason_of(exc)
-        finally:
-            self._finish(reason)
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await transport.wait_disconnected()
+        except TimeoutError:
+            transport.disconnect(graceful=False)
 
     def _dispatch(self, frame: str) -> bool:
         """Handle a non-event frame; False when the server ended the session."""
@@ -261,16 +292,16 @@ class LeanClient(SimClient):
             return False
         return True
 
-    def _finish(self, reason: str) -> None:
-        self._connected = False
+    def disconnected(self) -> None:
+        joined = self._joined
+        if joined is not None and not joined.done():
+            joined.set_exception(ClientFailure("closed_during_handshake", "websocket closed"))
+        was_connected, self._connected = self._connected, False
         for future in list(self._acks.values()):
             if not future.done():
-                future.set_exception(ClientFailure("disconnected", reason))
-        if not self._closing:
-            if self._ws is not None and not self._ws.closed:
-                asyncio.get_running_loop().create_task(self._ws.close())
-            if self.on_close is not None:
-                self.on_close(reason)
+                future.set_exception(ClientFailure("disconnected", self._reason))
+        if was_connected and not self._closing and self.on_close is not None:
+            self.on_close(self._reason)
 
 
 def _refusal(data: Any) -> ClientFailure:

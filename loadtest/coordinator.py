@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from .client import ClientFailure, LeanClient
@@ -104,15 +103,14 @@ async def preflight(spec: RunSpec) -> None:
     """Connect once to every URL with the first token: a bad setup fails here, clearly."""
     tokens = spec.tokens.build()
     failures = []
-    async with aiohttp.ClientSession() as session:
-        for url in spec.urls:
-            client = LeanClient(session)
-            try:
-                await client.connect(url, tokens.token(0), min(spec.connect_timeout, 10))
-            except ClientFailure as exc:
-                failures.append(f"{url}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""))
-                continue
-            await client.close()
+    for url in spec.urls:
+        client = LeanClient()
+        try:
+            await client.connect(url, tokens.token(0), min(spec.connect_timeout, 10))
+        except ClientFailure as exc:
+            failures.append(f"{url}: {exc.reason}" + (f" ({exc.detail})" if exc.detail else ""))
+            continue
+        await client.close()
     if failures:
         raise RunFailed("cannot connect: " + "; ".join(failures))
 

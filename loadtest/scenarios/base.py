@@ -47,7 +47,7 @@ class WorkerContext:
             from ..sioclient import SioClient
 
             return SioClient(self.session)
-        return LeanClient(self.session)
+        return LeanClient()
 
     async def open_client(self, index: int, on_event: EventHandler | None = None) -> SimClient | None:
         """Connect simulated client ``index``; ``None`` (and the reason counted) when it fails."""
