@@ -238,6 +238,25 @@ class LeanEngineIO(BoundedEngineIO):
         return super().start_background_task(target, *args, **kwargs)
 
 
+# what a later namespace connect on the same Engine.IO session reads from the
+# handshake's environ (server/auth.py handshake_token, server/sockets.py client_ip)
+_HANDSHAKE_KEYS = ("HTTP_AUTHORIZATION", "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "aiohttp.request")
+
+
 class LeanSocketIO(SwitchboardSocketIO):
     def _engineio_server_class(self) -> type[BoundedEngineIO]:
         return LeanEngineIO
+
+    async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
+        """After a connect is admitted, keep only the part of the handshake's environ
+        that a later connect could read. The rest (every header, copied under a
+        new ``HTTP_*`` key: ~1.4 KiB) is emptied in place, because engineio's
+        suspended handshake frames hold the same dict for the connection's life."""
+        await super()._handle_connect(eio_sid, namespace, data)
+        environ: dict[str, Any] | None = self.environ.get(eio_sid)
+        if environ is None or self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is None:
+            return  # refused: a retry reads all of it
+        kept = {key: environ[key] for key in _HANDSHAKE_KEYS if key in environ}
+        if len(kept) < len(environ):
+            environ.clear()
+            self.environ[eio_sid] = kept

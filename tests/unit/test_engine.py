@@ -53,3 +53,26 @@ async def test_a_read_deadline_cancels_only_a_silent_reader_and_takes_its_cancel
 
     assert await asyncio.wait_for(reader(0.02), 2) == "kept"  # a message every 20 ms
     assert await asyncio.wait_for(reader(None), 2) == "expired"  # silent for 50 ms
+
+
+async def test_an_admitted_connect_leaves_only_the_handshake_keys_a_later_connect_reads() -> None:
+    from server.engine import LeanSocketIO
+
+    sio = LeanSocketIO(async_mode="aiohttp")
+    seen: list[dict[str, Any]] = []
+
+    async def on_connect(sid: str, environ: dict[str, Any], auth: Any) -> bool:
+        seen.append(dict(environ))
+        return auth == "ok"
+
+    sio.on("connect", on_connect)
+    headers = {"HTTP_USER_AGENT": "x" * 100, "HTTP_AUTHORIZATION": "Bearer t", "QUERY_STRING": "EIO=4",
+               "HTTP_X_FORWARDED_FOR": "10.0.0.1", "aiohttp.request": object()}
+    refused, admitted = dict(headers), dict(headers)
+    sio.environ.update({"refused": refused, "admitted": admitted})
+    await sio._handle_connect("refused", "/", "no")  # noqa: SLF001  socketio's packet entry point
+    await sio._handle_connect("admitted", "/", "ok")  # noqa: SLF001
+    assert seen == [headers, headers]  # the handler saw the whole environ both times
+    assert sio.environ["refused"] is refused and refused == headers  # a retry reads all of it
+    assert admitted == {}  # emptied in place: engineio's handshake frames hold this very dict
+    assert sio.environ["admitted"] == {k: v for k, v in headers.items() if k != "HTTP_USER_AGENT"}
