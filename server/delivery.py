@@ -32,36 +32,10 @@ from socketio import packet as sio_packet
 from channels.models import Event, PresenceChange
 from channels.ports import Delivery
 
+from .sendqueue import TrackedQueue as TrackedQueue  # re-exported: its home before it moved
+
 log = logging.getLogger(__name__)
 REPLAY_WAIT = 10.0  # how long a recovery replay waits for a slow socket to drain
-
-
-class TrackedQueue(asyncio.Queue[Any]):
-    """Engine.IO's per-socket send queue, also counting the characters it holds."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.size = 0
-
-    def _put(self, item: Any) -> None:
-        super()._put(item)
-        self.size += _packet_size(item)
-
-    def _get(self) -> Any:
-        item = super()._get()
-        self.size -= _packet_size(item)
-        return item
-
-    def discard_pending(self) -> None:
-        """Drop what has not been written yet (the connection is being cut off)."""
-        while not self.empty():
-            self.get_nowait()
-            self.task_done()
-
-
-def _packet_size(pkt: Any) -> int:
-    data = getattr(pkt, "data", None)
-    return len(data) if isinstance(data, (str, bytes)) else 0
 
 
 class FramedText(str):

@@ -17,7 +17,8 @@ from handlers.connections import SocketControl
 from handlers.sockets import SocketHandlers
 
 from .config import Settings
-from .delivery import SwitchboardSocketIO, cut_off
+from .delivery import cut_off
+from .engine import LeanSocketIO
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/"
@@ -50,7 +51,7 @@ def build_sio(settings: Settings) -> socketio.AsyncServer:
         origins = "*"
     elif settings.cors_origins:
         origins = list(settings.cors_origins)
-    return SwitchboardSocketIO(
+    return LeanSocketIO(
         async_mode="aiohttp",
         websocket_compression=settings.websocket_compression,
         json=_OrjsonJson,
