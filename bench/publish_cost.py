@@ -28,6 +28,7 @@ import orjson
 
 from .targets import ROOT, SECRET, Switchboard
 
+BUCKET = re.compile(r'^switchboard_publish_seconds_bucket\{le="([^"]+)",transport="socket"\} (\S+)$', re.M)
 METRIC = re.compile(r"^(switchboard_(?:commit_seconds|commit_batch_size|publish_seconds)_(?:sum|count))(?:\{[^}]*\})? (\S+)$",
                     re.M)
 
@@ -35,6 +36,15 @@ METRIC = re.compile(r"^(switchboard_(?:commit_seconds|commit_batch_size|publish_
 def cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def quantile(buckets: list[tuple[float, float]], q: float) -> str:
+    """The upper bound of the cumulative histogram bucket holding quantile ``q``."""
+    total = buckets[-1][1] if buckets else 0
+    for le, count in buckets:
+        if total and count >= q * total:
+            return f"{1000 * le:g} ms"
+    return "?"
 
 
 def main() -> int:
@@ -72,7 +82,9 @@ def main() -> int:
                        timeout=args.duration + 120)
         cpu = cpu_seconds(pid) - cpu_before
         with urllib.request.urlopen(url + "/metrics", timeout=10) as resp:
-            metrics = {name: float(value) for name, value in METRIC.findall(resp.read().decode())}
+            text = resp.read().decode()
+        metrics = {name: float(value) for name, value in METRIC.findall(text)}
+        buckets = [(float(le), float(n)) for le, n in BUCKET.findall(text)]
     finally:
         target.stop()
     doc = orjson.loads(out.read_bytes())
@@ -82,7 +94,8 @@ def main() -> int:
     print(f"acked publishes/s      {publish['acked_per_s']:,.0f}   ({acked:,} acked, problems: {doc['problems'] or 'none'})")
     print(f"ack latency ms         p50 {lat['p50']:.1f}   p99 {lat['p99']:.1f}   max {lat['max']:.1f}")
     print(f"server CPU / publish   {1e6 * cpu / max(acked, 1):.1f} us   (connects and ramp included)")
-    print(f"publish to commit      {1000 * metrics['switchboard_publish_seconds_sum'] / max(metrics['switchboard_publish_seconds_count'], 1):.2f} ms mean")
+    print(f"publish to commit      {1000 * metrics['switchboard_publish_seconds_sum'] / max(metrics['switchboard_publish_seconds_count'], 1):.2f} ms mean, "
+          f"p50 <= {quantile(buckets, 0.5)}, p99 <= {quantile(buckets, 0.99)} (histogram buckets)")
     print(f"commit                 {1000 * metrics['switchboard_commit_seconds_sum'] / commits:.2f} ms mean, "
           f"{metrics['switchboard_commit_batch_size_sum'] / commits:.0f} events per batch, "
           f"writer busy {100 * metrics['switchboard_commit_seconds_sum'] / args.duration:.0f}% of the run")
