@@ -44,6 +44,7 @@ CloseHandler = Callable[[str], None]
 # object out skips building the args list (the hot path of every fan-out run).
 _EVENT_PREFIX = b'42["event",'
 _EVENT_PREFIX_LEN = len(_EVENT_PREFIX)
+_TEXT = WSMsgType.TEXT
 # A dead server must not make closing 10,000 clients take long each.
 CLOSE_TIMEOUT = 2.0
 
@@ -145,8 +146,14 @@ class _Frames(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind is WSMsgType.TEXT:
-            self.client.on_text(frame.get_payload_as_memoryview())
+        if kind is _TEXT:
+            payload = frame.get_payload_as_memoryview()
+            client = self.client
+            # the hot path of every fan-out run, once per received event: kept flat
+            if payload[:_EVENT_PREFIX_LEN] == _EVENT_PREFIX and client.on_event is not None and client._connected:
+                client.on_event(orjson.loads(payload[_EVENT_PREFIX_LEN:-1]))
+            else:
+                client.on_text(payload)
         elif kind is WSMsgType.CLOSE:
             self.client.closed_by_server(frame.get_close_code().value)
             transport.send_close(frame.get_close_code())
@@ -199,9 +206,7 @@ class LeanClient(SimClient):
         self._connected = True
 
     def on_text(self, payload: memoryview) -> None:
-        if payload[:_EVENT_PREFIX_LEN] == _EVENT_PREFIX and self.on_event is not None and self._connected:
-            self.on_event(orjson.loads(payload[_EVENT_PREFIX_LEN:-1]))
-            return
+        """A text frame other than a live ``event`` (``_Frames`` delivers those itself)."""
         frame = bytes(payload).decode()
         if frame == "2":
             self._send(PONG_FRAME)

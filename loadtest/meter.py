@@ -44,11 +44,15 @@ class Meter:
     last_delivery: float | None = None
     histograms: dict[str, Histogram] = field(default_factory=lambda: {name: Histogram() for name in HISTOGRAMS})
 
+    def __post_init__(self) -> None:
+        # histograms are emptied in place when shipped, so the bound method stays valid
+        self._delivery_latency = self.histograms["delivery"].record
+
     def delivered(self, sent_at: float, now: float) -> None:
         """One event received; ``sent_at`` is the publisher's clock when it published."""
         self.deliveries += 1
         self.last_delivery = now
-        self.histograms["delivery"].record(max(now - sent_at, 0.0))
+        self._delivery_latency(now - sent_at if now > sent_at else 0.0)
 
     def failed(self, counter: Counter[str], reason: str, detail: str = "") -> None:
         """Count a failure by reason, keeping the first detail of each reason to show the user."""

@@ -77,7 +77,7 @@ class FanoutScenario(WorkerScenario):
             self.publishers.append((j, client))
 
     def _handler(self, sub: Subscriber) -> EventHandler:
-        meter = self.meter
+        delivered = self.meter.delivered
 
         def on_event(event: dict[str, Any]) -> None:
             now = time.time()
@@ -88,11 +88,12 @@ class FanoutScenario(WorkerScenario):
             except (KeyError, TypeError):
                 self.strays += 1
                 return
-            if sub.tracker is None:
+            tracker = sub.tracker
+            if tracker is None:
                 sub.early.append(seq)
             else:
-                sub.tracker.add(seq)
-            meter.delivered(sent, now)
+                tracker.add(seq)
+            delivered(sent, now)
 
         return on_event
 
