@@ -95,21 +95,7 @@ class ChannelService:
         self._telemetry: Telemetry = telemetry or NullTelemetry()
         self.draining = False
 
-    async def publish(
-        self,
-        principal: Principal,
-        channel: str,
-        type: str,
-        data: JsonObject,
-        client_msg_id: str | None = None,
-        *,
-        via: str = "socket",
-    ) -> Appended:
-        """Durable publish: returns once committed. Nothing awaits before the
-        writer takes the event, so one connection's publishes commit in emit order."""
-        return await self.start_publish(principal, channel, type, data, client_msg_id, via=via)
-
-    def start_publish(
+    def publish(
         self,
         principal: Principal,
         channel: str,
@@ -119,9 +105,12 @@ class ChannelService:
         *,
         via: str = "socket",
     ) -> asyncio.Future[Appended]:
-        """``publish`` without a coroutine: the event is checked and queued for commit
-        now (refusals raise ``AppError`` here), and the returned future resolves once
-        it is committed. For callers that pipeline many publishes without a task each."""
+        """Durable publish: the event is checked and queued for commit now (refusals
+        raise ``AppError`` here, before anything awaits, so one caller's publishes
+        commit in call order), and the returned future resolves with the stored event
+        once it is committed (or with the writer's error). A plain function rather
+        than a coroutine, so that callers can pipeline publishes without a task each;
+        ``await service.publish(...)`` waits for the commit."""
         started = time.perf_counter()
         try:
             item, encoded = self._checked(principal, channel, type, data, client_msg_id)

@@ -173,7 +173,7 @@ class SocketHandlers:
             retry = conn.publish_bucket.take(time.monotonic())
             if retry:
                 raise AppError(ErrorCode.RATE_LIMITED, "too many publishes; retry later", retry_after=retry)
-        return self._service.start_publish(conn.principal, msg.channel, msg.type, msg.data, msg.client_msg_id)
+        return self._service.publish(conn.principal, msg.channel, msg.type, msg.data, msg.client_msg_id)
 
     @staticmethod
     def _publish_done(sid: str, done: asyncio.Future[Appended], reply: Reply | None) -> None:
