@@ -4,7 +4,7 @@ Subscriber ``i`` subscribes to channel ``i % K``. Publisher ``j``'s ``n``-th
 event goes to channel ``(j + n*P) % K`` and carries ``{t, p, n, pad}``: ``t``
 is the publisher's wall clock, so every delivery yields a publish-to-receive
 latency (worker processes of one machine share the clock). Publishers either
-pace at ``--rate`` (total) or publish as fast as acks allow, keeping at most
+pace at ``--rate`` (total, staggered so that it is even) or publish as fast as acks allow, keeping at most
 ``--window`` unacknowledged; either way they stop at ``--events`` or
 ``--duration``. Every subscription feeds a ``SeqTracker``: after the run each
 subscriber must hold every seq of its channel from its subscribe ``head`` up
@@ -146,6 +146,10 @@ class FanoutScenario(WorkerScenario):
     async def _publish(self, j: int, client: SimClient, start: float, deadline: float) -> None:
         spec, meter = self.spec, self.meter
         quota, rate = self._quota(j), spec.rate / spec.publishers
+        if spec.rate > 0:
+            # publisher j starts j/R after the first: together they publish one event
+            # every 1/R seconds, not all at once every P/R (a burst per tick)
+            start += j / spec.rate
         window = asyncio.Semaphore(spec.window)
         pad = "x" * spec.payload
         n = 0
