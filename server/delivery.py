@@ -2,9 +2,11 @@
 
 python-socketio's room emit creates a task per recipient and waits for all of
 them (profiled at ~45% of server time under fan-out in task creation and
-wake-ups). Here an event's packet is encoded once and put straight onto each
-member's Engine.IO send queue: no task per recipient, and each connection's
-order with everything else it is sent (acks, pings) is the queue's FIFO order.
+wake-ups). Here an event's packet and its WebSocket frame are built once; the
+frame goes straight into each member's output (or behind what its Engine.IO
+queue still holds), and every touched socket is written once per loop
+iteration: no task per recipient, and each connection keeps the order of
+everything it is sent (events, acks, pings).
 
 Every Engine.IO socket's queue is a ``TrackedQueue`` that counts what it holds.
 A connection whose queue passes ``max_messages`` or ``max_bytes`` is a slow
@@ -22,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import engineio
 import socketio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as aiohttp_driver
@@ -32,7 +33,7 @@ from socketio import packet as sio_packet
 from channels.models import Event, PresenceChange
 from channels.ports import Delivery
 
-from .sendqueue import TrackedQueue as TrackedQueue  # re-exported: its home before it moved
+from .sendqueue import TrackedQueue
 
 log = logging.getLogger(__name__)
 REPLAY_WAIT = 10.0  # how long a recovery replay waits for a slow socket to drain
@@ -113,8 +114,8 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
 
     async def wait(self) -> str | bytes:
         """The next message for engineio's reader; calls the server handles inline
-        (``BoundedEngineIO.inline``) are consumed here and never reach it."""
-        inline = self.server.inline
+        (``LeanEngineIO.inline`` in server/engine.py) are consumed here and never reach it."""
+        inline = self.server.inline if self.sid is not None else None
         while True:
             msg = await self._sock.receive()
             data = msg.data
@@ -168,33 +169,6 @@ class _WebSocket(aiohttp_driver.WebSocket):  # type: ignore[misc]
     async def close(self) -> None:
         self.flush()
         await self._sock.close()
-
-
-class BoundedEngineIO(engineio.AsyncServer):  # type: ignore[misc]
-    websocket_compression = False
-    # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
-    inline: Callable[[str, str], bool] | None = None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.flusher = Flusher()
-        # a copy: the driver's table is module state shared by every server
-        drivers: dict[str, Any] = getattr(self, "_async")
-        self._async = {**drivers, "websocket": _WebSocket}
-
-    def create_queue(self, *args: Any, **kwargs: Any) -> TrackedQueue:
-        return TrackedQueue(*args, **kwargs)
-
-
-class SwitchboardSocketIO(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on an Engine.IO server whose send queues are tracked."""
-
-    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.eio.websocket_compression = websocket_compression
-
-    def _engineio_server_class(self) -> type[BoundedEngineIO]:
-        return BoundedEngineIO
 
 
 async def cut_off(sio: socketio.AsyncServer, sid: str, *, grace: float) -> None:

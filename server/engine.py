@@ -1,4 +1,5 @@
-"""The Engine.IO server with fewer tasks per connection.
+"""The Engine.IO and Socket.IO servers: tracked send queues, the frame-writing
+websocket of server/delivery.py, and fewer tasks per connection.
 
 An idle websocket costs engineio, per connection and for its whole life: a
 task per received message (its reader wraps every ``ws.wait()`` in
@@ -20,13 +21,17 @@ import asyncio
 import time
 import types
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+import engineio
+import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from .delivery import BoundedEngineIO, SwitchboardSocketIO, _WebSocket
+from .delivery import Flusher, _WebSocket
+from .sendqueue import TrackedQueue
 
 
 class PingClock:
@@ -222,12 +227,21 @@ def _websocket(handler: Any, server: Any) -> _WebSocket:
     return _WebSocket(types.MethodType(websocket_session, handler.__self__), server)
 
 
-class LeanEngineIO(BoundedEngineIO):
+class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
+    websocket_compression = False
+    # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
+    inline: Callable[[str, str], bool] | None = None
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.flusher = Flusher()
         self.pings = PingClock(self.ping_interval)
+        # a copy: the driver's table is module state shared by every server
         drivers: dict[str, Any] = getattr(self, "_async")
         self._async = {**drivers, "websocket": _websocket}
+
+    def create_queue(self, *args: Any, **kwargs: Any) -> TrackedQueue:
+        return TrackedQueue(*args, **kwargs)
 
     def start_background_task(self, target: Any, *args: Any, **kwargs: Any) -> Any:
         # engineio schedules each next ping as a task sleeping ping_interval
@@ -243,8 +257,14 @@ class LeanEngineIO(BoundedEngineIO):
 _HANDSHAKE_KEYS = ("HTTP_AUTHORIZATION", "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "aiohttp.request")
 
 
-class LeanSocketIO(SwitchboardSocketIO):
-    def _engineio_server_class(self) -> type[BoundedEngineIO]:
+class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on ``LeanEngineIO``."""
+
+    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.eio.websocket_compression = websocket_compression
+
+    def _engineio_server_class(self) -> type[LeanEngineIO]:
         return LeanEngineIO
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:

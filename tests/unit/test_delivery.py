@@ -11,7 +11,8 @@ from aiohttp import WSMsgType
 from engineio import packet as eio_packet
 
 from channels.models import Event
-from server.delivery import Flusher, QueueDelivery, SendLimits, TrackedQueue, _event_packet, _WebSocket, ws_frame
+from server.delivery import Flusher, QueueDelivery, SendLimits, _event_packet, _WebSocket, ws_frame
+from server.sendqueue import TrackedQueue
 
 
 def decode_frames(data: bytes) -> list[tuple[WSMsgType, Any]]:
