@@ -156,15 +156,10 @@ class SocketHandlers:
         connection_id.set(sid)
         try:
             pending = self._start_publish(self._connection(sid), self._parse(PublishIn, args))
-        except AppError as exc:
-            _log_failure("publish", sid, exc)
+        except Exception as exc:
+            ack = _error_ack("publish", sid, exc)
             if reply is not None:
-                reply(fail(exc))
-            return
-        except Exception:
-            log.exception("publish from %s failed", sid)
-            if reply is not None:
-                reply(fail(AppError(ErrorCode.INTERNAL, "internal error")))
+                reply(ack)
             return
         pending.add_done_callback(lambda done: self._publish_done(sid, done, reply))
 
@@ -181,12 +176,8 @@ class SocketHandlers:
             ack = fail(AppError(ErrorCode.UNAVAILABLE, "publish withdrawn", temporary=True))
         elif (exc := done.exception()) is None:
             ack = _published(done.result())
-        elif isinstance(exc, AppError):
-            _log_failure("publish", sid, exc)
-            ack = fail(exc)
         else:
-            log.error("publish from %s failed", sid, exc_info=exc)
-            ack = fail(AppError(ErrorCode.INTERNAL, "internal error"))
+            ack = _error_ack("publish", sid, exc)
         if reply is not None:
             reply(ack)
 
@@ -230,12 +221,8 @@ class SocketHandlers:
             try:
                 conn = self._connection(sid)
                 return await call(conn, self._parse(model, args))
-            except AppError as exc:
-                _log_failure(name, sid, exc)
-                return fail(exc)
-            except Exception:
-                log.exception("%s from %s failed", name, sid)
-                return fail(AppError(ErrorCode.INTERNAL, "internal error"))
+            except Exception as exc:
+                return _error_ack(name, sid, exc)
 
         return handler
 
@@ -257,6 +244,16 @@ class SocketHandlers:
 def _published(appended: Appended) -> dict[str, Any]:
     event = appended.event
     return ok(seq=event.seq, id=event.id, duplicate=appended.duplicate)
+
+
+def _error_ack(name: str, sid: str, exc: BaseException) -> dict[str, Any]:
+    """The ack for a call that failed: an ``AppError`` as it is (logged by its gravity),
+    anything else as ``internal`` (logged with its traceback)."""
+    if isinstance(exc, AppError):
+        _log_failure(name, sid, exc)
+        return fail(exc)
+    log.error("%s from %s failed", name, sid, exc_info=exc)
+    return fail(AppError(ErrorCode.INTERNAL, "internal error"))
 
 
 def _log_failure(name: str, sid: str, exc: AppError) -> None:
