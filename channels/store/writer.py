@@ -113,8 +113,7 @@ class GroupCommitWriter:
         check_storable(item, encoded)
         future: asyncio.Future[Appended] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(item, future))
-        if not self._wakeup.is_set():
-            self._wakeup.set()
+        self._wakeup.set()
         return future
 
     async def flush(self) -> None:
