@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 import orjson
+import psutil  # type: ignore[import-untyped]
 
 from .targets import ROOT, SECRET, Switchboard
 
@@ -34,8 +35,8 @@ METRIC = re.compile(r"^(switchboard_(?:commit_seconds|commit_batch_size|publish_
 
 
 def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
 
 
 def quantile(buckets: list[tuple[float, float]], q: float) -> str:

@@ -178,6 +178,7 @@ class LeanClient(SimClient):
         self._acks: dict[int, asyncio.Future[Any]] = {}
         self._ids = itertools.count()
         self._joined: asyncio.Future[None] | None = None
+        self._token = ""
         self._reason = "server_closed"
         self._closing = False
         self._connected = False
