@@ -27,21 +27,13 @@ def encode_event(event: Event) -> bytes:
     return orjson.dumps(event.wire())
 
 
-def decode_event(data: bytes | str) -> Event:
-    """Inverse of ``encode_event``; raises ``ValueError`` on anything else."""
-    raw = orjson.loads(data)
-    if not isinstance(raw, dict):
-        raise ValueError("event must be a JSON object")
-    return event_from_wire(raw)
-
-
 def encode_presence(change: PresenceChange) -> bytes:
     """Encode a presence change for the channel's broker channel."""
     return orjson.dumps({_PRESENCE_KEY: change.wire()})
 
 
 def decode_message(data: bytes | str) -> Event | PresenceChange:
-    """A broker message of a channel: an event (exactly as ``decode_event``) or a
+    """A broker message of a channel: an event (as ``encode_event`` wrote it) or a
     presence change. Raises ``ValueError`` on anything else."""
     raw = orjson.loads(data)
     if not isinstance(raw, dict):

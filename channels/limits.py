@@ -23,8 +23,6 @@ class Limits:
     connect_burst: int = 100
     connections_per_user: int = 10  # concurrent, across all instances
     subscriptions_per_connection: int = 100
-    rest_rate: float = 10.0  # REST requests per token per second
-    rest_burst: int = 30
 
     def publish_bucket(self) -> TokenBucket | None:
         """A fresh per-connection publish bucket, or ``None`` when publishes are unlimited."""

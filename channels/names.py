@@ -7,7 +7,6 @@ import re
 from .errors import AppError, ErrorCode
 
 MAX_CHANNEL_LENGTH = 200
-MAX_NAMESPACE_LENGTH = 32
 # namespace: lowercase letters, digits, '_' and '-'; rest: letters, digits and _ - . : @ = +
 CHANNEL_PATTERN = r"^([a-z0-9_-]{1,32}):([A-Za-z0-9_.:@=+-]+)$"
 _CHANNEL_RE = re.compile(CHANNEL_PATTERN)

@@ -67,10 +67,6 @@ class NamespaceRules:
     def for_namespace(self, namespace: str) -> NamespaceOptions:
         return self._namespaces.get(namespace, self._defaults)
 
-    def configured(self) -> dict[str, NamespaceOptions]:
-        """Every namespace with options of its own (retention walks these plus the defaults)."""
-        return dict(self._namespaces)
-
     @property
     def defaults(self) -> NamespaceOptions:
         return self._defaults

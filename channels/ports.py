@@ -117,9 +117,10 @@ class Broker(Protocol):
     """Cross-instance pub/sub, one broker channel per Switchboard channel.
 
     Adapters: ``RedisBroker`` (redis-py asyncio pub/sub) and ``MemoryBroker``
-    (one process). Delivery may lose or (after a retried pipeline) duplicate
-    messages: the store, not the broker, is the source of truth; the fan-out
-    drops duplicates by ``seq`` and fills gaps from the store. An instance
+    (one process). Delivery may lose messages (a reconnect, a full queue) and
+    an instance receives its own publishes too: the store, not the broker, is
+    the source of truth; the fan-out drops duplicates by ``seq`` and fills gaps
+    from the store. An instance
     receives its own publishes too.
     """
 
@@ -215,14 +216,26 @@ class Delivery(Protocol):
     """How the fan-out hands events to local connections (provided by ``server/``).
 
     Each connection receives what is sent to it in call order; ``broadcast``
-    encodes the event once for all members of the channel.
+    encodes the event once for all members of the channel. Each connection has a
+    send bound: one that has more waiting than the bound allows is cut off as a
+    slow consumer (and can reconnect and recover with ``since``), never waited for.
     """
 
     async def broadcast(self, channel: str, event: Event) -> None:
-        """Send ``event`` to every local connection that joined ``channel``."""
+        """Send ``event`` to every local connection that joined ``channel``, without
+        waiting on any of them. Raises only before any connection was handed the
+        event (the fan-out then retries the same event)."""
 
     async def send(self, conn_id: str, event: Event) -> None:
-        """Send ``event`` to one connection (recovery replay)."""
+        """Send ``event`` to one connection (recovery replay), without waiting; the
+        send bound applies. A connection that is gone is a no-op."""
+
+    async def writable(self, conn_id: str) -> bool:
+        """Wait until ``conn_id`` has room for more (a replay paces itself with this),
+        for at most the delivery's own time bound. False when the connection is gone
+        or did not make room in time; the delivery has then cut it off as a slow
+        consumer. Waits on this one connection only, woken by its progress (not by
+        polling); callers must not hold a lock that others wait for."""
 
     async def join(self, conn_id: str, channel: str) -> None:
         """Make ``conn_id`` a member of ``channel`` for later broadcasts."""

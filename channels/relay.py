@@ -22,8 +22,9 @@ class BrokerRelay:
     The publisher's ack does not wait for this: the event is durable already,
     and an instance that misses a broker message fills the gap from the store
     when the next event or a broker reconnect reveals it. The backlog is
-    bounded: past ``max_backlog`` events the oldest are dropped (and logged);
-    other instances recover them from the store.
+    bounded: past ``max_backlog`` events the oldest are dropped (logged and
+    counted in ``Telemetry.relay_dropped``); other instances recover them from
+    the store.
     """
 
     def __init__(
@@ -41,7 +42,6 @@ class BrokerRelay:
         self._max_batch = max_batch
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.dropped = 0
 
     def push(self, events: Sequence[Event]) -> None:
         self._backlog.extend((e.channel, codec.encode_event(e)) for e in events)
@@ -57,7 +57,7 @@ class BrokerRelay:
         if overflow > 0:
             for _ in range(overflow):
                 self._backlog.popleft()
-            self.dropped += overflow
+            self._telemetry.relay_dropped(overflow)
             log.warning("broker relay backlog full: dropped %d messages (the store keeps events)", overflow)
         self._wakeup.set()
 

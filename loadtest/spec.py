@@ -54,9 +54,6 @@ class RunSpec:
     def channel(self, k: int) -> str:
         return f"{self.channel_prefix}{self.run_id}-{k % self.channels}"
 
-    def all_channels(self) -> list[str]:
-        return [self.channel(k) for k in range(self.channels)]
-
     def url(self, index: int) -> str:
         return self.urls[index % len(self.urls)]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -11,9 +11,9 @@ from prometheus_client import CollectorRegistry
 
 from channels.broker import open_broker
 from channels.control import ControlBus
-from channels.fanout import Fanout
+from channels.fanout import Fanout, after_commit
 from channels.limits import KeyedBuckets
-from channels.models import Event, JsonObject, Principal
+from channels.models import JsonObject, Principal
 from channels.namespaces import NamespaceRules
 from channels.presence import open_presence
 from channels.presence.tracker import PresenceTracker
@@ -76,15 +76,11 @@ def create_app(settings: Settings) -> web.Application:
     control = ControlBus(broker, fanout)
     tracker = PresenceTracker(presence, rules, relay.push_message)
 
-    def on_commit(events: Sequence[Event]) -> None:
-        fanout.on_local_commit(events)
-        relay.push(events)
-
     writer = GroupCommitWriter(
         store,
         max_batch=settings.writer_max_batch,
         max_pending=settings.writer_max_pending,
-        on_commit=on_commit,
+        on_commit=after_commit(fanout, relay),
         telemetry=telemetry,
     )
     limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels,

@@ -154,8 +154,6 @@ class Settings(BaseSettings):
             connect_burst=self.limit_connect_burst,
             connections_per_user=self.limit_connections_per_user,
             subscriptions_per_connection=self.limit_subscriptions,
-            rest_rate=self.limit_rest_rate,
-            rest_burst=self.limit_rest_burst,
         )
 
     @property

@@ -36,7 +36,7 @@ from channels.ports import Delivery
 from .sendqueue import TrackedQueue
 
 log = logging.getLogger(__name__)
-REPLAY_WAIT = 10.0  # how long a recovery replay waits for a slow socket to drain
+REPLAY_WAIT = 10.0  # how long a recovery replay waits for its socket to make room before cutting it off
 
 
 class FramedText(str):
@@ -239,16 +239,35 @@ class QueueDelivery(Delivery):
             self._put(sid, sockets.get(eio_sid), pkt)
 
     async def send(self, conn_id: str, event: Event) -> None:
-        """Recovery replay: paced by the connection (waits while its output is over
-        half the bound) so a long replay does not cut its own client off."""
+        """Recovery replay: one connection, no waiting, the send bound applies (the
+        replay paces itself with ``writable``)."""
+        socket = self._socket(conn_id)
+        if socket is not None:
+            self._put(conn_id, socket, _event_packet(event))
+
+    async def writable(self, conn_id: str) -> bool:
+        """Wait while the connection's output is over half its bound, woken by its
+        progress (its queue taken by engineio's writer, the transport draining), for
+        at most ``REPLAY_WAIT`` seconds; then it is cut off as a slow consumer."""
+        socket = self._socket(conn_id)
+        if socket is None or socket.closed or socket.closing:
+            return False
+        if not self._crowded(socket):
+            return True
+        try:
+            async with asyncio.timeout(REPLAY_WAIT):
+                while self._crowded(socket) and not (socket.closed or socket.closing):
+                    await _output_moved(socket, self._limits.max_bytes // 2)
+        except TimeoutError:
+            self._on_slow(conn_id)
+            return False
+        except ConnectionError:  # the transport went away while we waited
+            return False
+        return not (socket.closed or socket.closing)
+
+    def _socket(self, conn_id: str) -> Any:
         eio_sid = self._sio.manager.eio_sid_from_sid(conn_id, "/")
-        socket = self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
-        if socket is None:
-            return
-        deadline = asyncio.get_running_loop().time() + REPLAY_WAIT
-        while self._crowded(socket) and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.005)
-        self._put(conn_id, socket, _event_packet(event))
+        return self._sio.eio.sockets.get(eio_sid) if eio_sid is not None else None
 
     async def presence(self, change: PresenceChange) -> None:
         await self._sio.emit("presence", change.wire(), room=change.channel)
@@ -281,6 +300,42 @@ class QueueDelivery(Delivery):
             self._on_slow(sid)
             return
         queue.put_nowait(pkt)
+
+
+async def _output_moved(socket: Any, mark: int) -> None:
+    """Return once some of what the socket holds has moved towards the client: its
+    queue was taken by engineio's writer (or a long-poll), its frames were handed to
+    the transport, or the transport drained below its low-water mark."""
+    queue: TrackedQueue = socket.queue
+    ws: _WebSocket | None = getattr(socket, "ws", None)
+    if not queue.empty():
+        await queue.join()
+        return
+    if ws is None:
+        return  # an empty queue is all a long-polling socket holds
+    transport = ws.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("connection closed")
+    if ws._out:  # noqa: SLF001  the flusher writes them in this loop iteration
+        await asyncio.sleep(0)
+        return
+    if transport.get_write_buffer_limits()[1] > mark:
+        # the transport tells its protocol when it has drained only past its
+        # high-water mark: put that at the mark so a backed-up replay is woken
+        transport.set_write_buffer_limits(high=mark)
+    protocol: Any = transport.get_protocol()  # aiohttp's RequestHandler
+    if protocol.writing_paused:
+        # aiohttp's drain waiter is shared with its own writer: do not cancel it on timeout
+        await asyncio.shield(_drained(protocol))
+    else:
+        await asyncio.sleep(0)  # paused by nothing: the bytes are the protocol's to write now
+
+
+async def _drained(protocol: Any) -> None:
+    try:
+        await protocol._drain_helper()  # noqa: SLF001  aiohttp's own wait for resume_writing
+    except ConnectionError:
+        pass  # the caller sees the transport closing
 
 
 def _direct_ws(socket: Any) -> _WebSocket | None:

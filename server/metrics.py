@@ -44,6 +44,12 @@ class PrometheusTelemetry(Telemetry):
                                            buckets=LATENCY_BUCKETS, registry=registry)
         self._gap_filled = Counter("switchboard_gap_fill_events", "Events read from the store to fill broker gaps",
                                    registry=registry)
+        self._handoff_failures = Counter("switchboard_handoff_failures",
+                                         "Failed hand-offs of an event to local connections (each is retried)",
+                                         registry=registry)
+        self._relay_dropped = Counter("switchboard_relay_dropped_messages",
+                                      "Messages dropped from a full broker relay backlog (events are filled from the store)",
+                                      registry=registry)
         self._pruned = Counter("switchboard_pruned_events", "Events deleted by retention", registry=registry)
         self._disconnects = Counter("switchboard_disconnects", "Connections ended, by reason", ["reason"], registry=registry)
         self._refused = Counter("switchboard_connections_refused", "Connection attempts refused, by code", ["code"],
@@ -81,6 +87,12 @@ class PrometheusTelemetry(Telemetry):
 
     def gap_filled(self, events: int) -> None:
         self._gap_filled.inc(events)
+
+    def handoff_failed(self) -> None:
+        self._handoff_failures.inc()
+
+    def relay_dropped(self, messages: int) -> None:
+        self._relay_dropped.inc(messages)
 
     def pruned(self, events: int) -> None:
         self._pruned.inc(events)

@@ -1,10 +1,14 @@
 """The rules every adapter shares, so that they only move rows.
 
-Both adapters run an ``AppendPlan`` inside their transaction: look up the
-batch's stored ``(channel, client_msg_id)`` keys, plan, advance each channel's
-head by its count of new events, then let the plan number the events. So
-idempotency, in-batch repeats and contiguous ``seq`` assignment are decided in
-one place. Argument checks and value encoding live here too.
+Both adapters run an ``AppendPlan``: look up the batch's stored
+``(channel, client_msg_id)`` keys, plan, advance each channel's head by its
+count of new events and insert them atomically, then let the plan number the
+events. So idempotency, in-batch repeats and contiguous ``seq`` assignment are
+decided in one place. The atomic part differs: SQLite runs lookup and write in
+one ``BEGIN IMMEDIATE`` transaction; PostgreSQL does the lookup outside any
+transaction and the write as one statement, relying on the unique
+``(channel, client_msg_id)`` index (a conflict retries the whole append; see
+``PostgresEventStore._append``). Argument checks and value encoding live here too.
 """
 
 from __future__ import annotations

@@ -66,11 +66,6 @@ class GroupCommitWriter:
         self._committing = False
         self._idle = asyncio.Event()
 
-    @property
-    def pending(self) -> int:
-        """Items waiting for a batch (not counting the one being committed)."""
-        return len(self._queue)
-
     async def start(self) -> None:
         """Start the commit loop. Idempotent; items submitted earlier are committed now."""
         if self._closed:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from channels import codec
 from channels.models import Appended, ChannelBounds, Event, NewEvent, PresenceChange
 from channels.ports import Broker, BrokerListener, Delivery, EventStore
+from channels.telemetry import NullTelemetry
 
 
 def make_event(channel: str, seq: int) -> Event:
@@ -105,6 +106,9 @@ class RecordingDelivery(Delivery):
         self.received[conn_id].append(event.seq)
         await asyncio.sleep(0)
 
+    async def writable(self, conn_id: str) -> bool:
+        return True
+
     async def join(self, conn_id: str, channel: str) -> None:
         self.rooms[channel].add(conn_id)
 
@@ -115,3 +119,17 @@ class RecordingDelivery(Delivery):
         for conn in list(self.rooms[change.channel]):
             self.presence_seen[conn].append(change)
         await asyncio.sleep(0)
+
+
+class CountingTelemetry(NullTelemetry):
+    """Counts what the fan-out reports that tests assert on."""
+
+    def __init__(self) -> None:
+        self.gap_fill_events = 0
+        self.handoff_failures = 0
+
+    def gap_filled(self, events: int) -> None:
+        self.gap_fill_events += events
+
+    def handoff_failed(self) -> None:
+        self.handoff_failures += 1

@@ -48,6 +48,12 @@ class RawSocket:
                 if frame.startswith(f"43{ack_id}["):
                     return json.loads(frame[len(f"43{ack_id}"):])[0]
 
+    async def emit(self, event: str, data: Any) -> int:
+        """Emit with an ack id and do not read: the ack (if any) is recorded by later reads."""
+        self._ack += 1
+        await self.ws.send_str(f"42{self._ack}" + json.dumps([event, data]))
+        return self._ack
+
     async def read_all(self, timeout: float) -> None:
         """Read until the server closes the connection (or ``timeout`` passes)."""
         try:

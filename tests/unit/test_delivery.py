@@ -173,23 +173,72 @@ async def test_the_byte_bound_holds_at_its_threshold_and_not_before() -> None:
     assert slow == ["se1"] and ws.buffered() == limit
 
 
-async def test_a_replay_waits_for_room_instead_of_cutting_its_own_client() -> None:
-    server = FakeServer()
-    ws = fake_ws(server)
-    socket = FakeSocket(ws)
+class FakeProtocol:
+    """aiohttp's flow control as the transport drives it: paused above the high-water mark."""
+
+    def __init__(self) -> None:
+        self.writing_paused = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def _drain_helper(self) -> None:
+        if self.writing_paused:
+            self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class FlowTransport(FakeTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.protocol = FakeProtocol()
+        self.high = 65536
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.high // 4, self.high
+
+    def set_write_buffer_limits(self, high: int) -> None:
+        self.high = high
+        self.protocol.writing_paused = self.buffer > high
+
+    def get_protocol(self) -> FakeProtocol:
+        return self.protocol
+
+
+def replay_setup(bound_frames: int) -> tuple[QueueDelivery, _WebSocket, list[str], int]:
+    ws = fake_ws(FakeServer())
+    ws.transport = FlowTransport()
+    sio = FakeSio({"e1": FakeSocket(ws)})
+    sio.manager.eio_sid_from_sid = lambda sid, ns: "e1"  # type: ignore[attr-defined]
     slow: list[str] = []
     frame_size = len(_event_packet(event(1)).encode().frame)
-    sio = FakeSio({"e1": socket})
-    sio.manager.eio_sid_from_sid = lambda sid, ns: "e1"  # type: ignore[attr-defined]
-    delivery = QueueDelivery(sio, SendLimits(max_messages=1000, max_bytes=4 * frame_size), slow.append)  # type: ignore[arg-type]
+    limits = SendLimits(max_messages=1000, max_bytes=bound_frames * frame_size)
+    return QueueDelivery(sio, limits, slow.append), ws, slow, frame_size  # type: ignore[arg-type]
+
+
+async def test_a_replay_waits_for_room_until_the_transport_drains_instead_of_cutting_its_own_client() -> None:
+    delivery, ws, slow, frame_size = replay_setup(bound_frames=4)
     ws.transport.buffer = 3 * frame_size  # the network is slow: over half the bound
-
-    async def network_catches_up() -> None:
-        await asyncio.sleep(0.05)
-        ws.transport.buffer = 0
-
-    catching_up = asyncio.create_task(network_catches_up())
-    for seq in range(1, 4):
+    waiting = asyncio.create_task(delivery.writable("sid"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done() and ws.transport.high == 2 * frame_size  # paused above half the bound
+    ws.transport.buffer = 0
+    ws.transport.protocol.resume_writing()  # the transport drained: the wake-up, not a timer
+    assert await asyncio.wait_for(waiting, 1)
+    for seq in range(1, 3):
         await delivery.send("sid", event(seq))
-    await catching_up
-    assert slow == [] and len(ws._out) == 3  # noqa: SLF001
+    assert slow == [] and len(ws._out) == 2  # noqa: SLF001
+
+
+async def test_a_replay_whose_client_makes_no_room_in_time_is_cut_off(monkeypatch: Any) -> None:
+    import server.delivery
+
+    monkeypatch.setattr(server.delivery, "REPLAY_WAIT", 0.05)
+    delivery, ws, slow, frame_size = replay_setup(bound_frames=4)
+    ws.transport.buffer = 3 * frame_size
+    assert not await asyncio.wait_for(delivery.writable("sid"), 2)
+    assert slow == ["sid"]

@@ -60,7 +60,6 @@ def test_limits_defaults_and_unlimited_publish() -> None:
     assert (limits.publish_rate, limits.publish_burst) == (20.0, 40)
     assert (limits.connect_rate, limits.connect_burst) == (20.0, 100)
     assert (limits.connections_per_user, limits.subscriptions_per_connection) == (10, 100)
-    assert (limits.rest_rate, limits.rest_burst) == (10.0, 30)
     assert limits.publish_bucket() is not None
     assert Limits(publish_rate=0).publish_bucket() is None
 
