@@ -17,7 +17,15 @@ from ..errors import AppError, ErrorCode, StoreUnavailable
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_sqlite
-from .rules import AppendPlan, Key, encode_data, idempotency_keys, upper_bound, wants_prune
+from .rules import (
+    AppendPlan,
+    Key,
+    check_epoch_selection,
+    encode_data,
+    idempotency_keys,
+    upper_bound,
+    wants_prune,
+)
 
 _COLUMNS = "e.id, e.channel, e.seq, e.type, e.data, e.sender, e.client_msg_id, e.created_at"
 
@@ -30,7 +38,17 @@ _ADVANCE = """
 INSERT INTO channels (name, last_seq, created_at) VALUES (?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + excluded.last_seq"""
 
-_BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = ?"
+_BOUNDS = "SELECT last_seq, first_seq, epoch FROM channels WHERE name = ?"
+
+# the epoch comes from the column default
+_CREATE = "INSERT INTO channels (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+
+# the same expression as the column default (SQLite has no SET ... = DEFAULT),
+# evaluated per row: each channel gets its own new epoch
+_RESET_EPOCHS = """
+UPDATE channels SET epoch = lower(hex(randomblob(6)))
+WHERE (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
+  AND (:namespace IS NULL OR substr(name, 1, length(:namespace) + 1) = :namespace || ':')"""
 
 _HEADS = "SELECT name, last_seq FROM channels WHERE name IN (SELECT value FROM json_each(?))"
 
@@ -197,7 +215,24 @@ class SqliteEventStore(EventStore):
 
     async def bounds(self, channel: str) -> ChannelBounds:
         rows = await self._fetch("bounds", _BOUNDS, (channel,))
-        return ChannelBounds(int(rows[0][0]), int(rows[0][1])) if rows else ChannelBounds(0, 1)
+        return _bounds(rows[0]) if rows else ChannelBounds(0, 1)
+
+    async def ensure(self, channel: str) -> ChannelBounds:
+        rows = await self._fetch("ensure", _BOUNDS, (channel,))
+        if not rows:  # rare: take the write lock only to create the row
+            async with self._session("ensure", write=True) as conn:
+                await conn.execute(_CREATE, (channel, time.time_ns() // 1_000_000))
+                rows = list(await conn.execute_fetchall(_BOUNDS, (channel,)))
+        return _bounds(rows[0])
+
+    async def reset_epochs(
+        self, *, channels: Sequence[str] | None = None, namespace: str | None = None
+    ) -> int:
+        names = check_epoch_selection(channels, namespace)
+        params = {"names": None if names is None else dumps(names).decode(), "namespace": namespace}
+        async with self._session("reset_epochs", write=True) as conn:
+            cursor = await conn.execute(_RESET_EPOCHS, params)
+        return max(0, cursor.rowcount)
 
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         names = list(dict.fromkeys(channels))
@@ -311,6 +346,10 @@ def _row(event: Event) -> tuple[Any, ...]:
         event.client_msg_id,
         event.ts,
     )
+
+
+def _bounds(row: Sequence[Any]) -> ChannelBounds:
+    return ChannelBounds(int(row[0]), int(row[1]), str(row[2]))
 
 
 def _event(row: Iterable[Any]) -> Event:
