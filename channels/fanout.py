@@ -39,10 +39,12 @@ PRESENCE_BACKLOG = 10_000  # per channel; beyond it the oldest changes are dropp
 class JoinResult:
     """``head``: the last seq this connection has been sent (replayed or live) at the
     switch-over; every later event reaches it live. ``recovered``: ``since`` could be
-    served from the store (False: the client must sync over REST)."""
+    served from the store (False: the client must sync over REST). ``epoch``: the
+    history ``head`` and the live seqs belong to (``ChannelBounds.epoch``)."""
 
     head: int
     recovered: bool
+    epoch: str = ""
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class _CatchUp:
 class _ChannelState:
     name: str
     last_seq: int = -1  # highest seq queued for broadcast; -1 until activated
+    epoch: str = ""  # the history's epoch as last read from the store
     delivered_seq: int = 0  # highest seq handed to Delivery.broadcast
     pending: dict[int, Event] = field(default_factory=dict)
     outbox: deque[Event] = field(default_factory=deque)
@@ -109,8 +112,11 @@ class Fanout(BrokerListener):
 
     # -- joining and leaving ----------------------------------------------
 
-    async def join(self, conn_id: str, channel: str, since: int | None = None) -> JoinResult:
-        """Make ``conn_id`` receive ``channel`` live, after replaying ``(since, head]``."""
+    async def join(
+        self, conn_id: str, channel: str, since: int | None = None, epoch: str | None = None
+    ) -> JoinResult:
+        """Make ``conn_id`` receive ``channel`` live, after replaying ``(since, head]``
+        when ``(epoch, since)`` is a recoverable position (``ChannelBounds.can_recover``)."""
         state = await self._acquire(channel)
         if conn_id in state.members:
             await self._delivery.leave(conn_id, channel)
@@ -119,8 +125,8 @@ class Fanout(BrokerListener):
             if since is None:
                 async with state.lock:
                     await self._delivery.join(conn_id, channel)
-                    return JoinResult(state.delivered_seq, True)
-            return await self._recover(state, conn_id, since)
+                    return JoinResult(state.delivered_seq, True, state.epoch)
+            return await self._recover(state, conn_id, since, epoch)
         except BaseException:
             state.catching_up.pop(conn_id, None)
             await self._drop_member(state, conn_id)
@@ -160,14 +166,17 @@ class Fanout(BrokerListener):
         try:
             # subscribe first: anything committed after the head read arrives by the broker
             await self._broker.subscribe(channel)
-            head = (await self._store.bounds(channel)).head
+            # ensure, not bounds: the epoch given to subscribers must be the one of
+            # the events they will receive, even for a channel with no history yet
+            bounds = await self._store.ensure(channel)
         except BaseException:
             state.failed = True
             state.ready.set()
             self._forget(state)
             await self._unsubscribe_quietly(channel)  # a failed subscribe stays wanted otherwise
             raise
-        state.last_seq = state.delivered_seq = head
+        state.last_seq = state.delivered_seq = bounds.head
+        state.epoch = bounds.epoch
         state.ready.set()
         self._advance(state)
         return state
@@ -197,11 +206,12 @@ class Fanout(BrokerListener):
 
     # -- recovery ---------------------------------------------------------
 
-    async def _recover(self, state: _ChannelState, conn_id: str, since: int) -> JoinResult:
+    async def _recover(self, state: _ChannelState, conn_id: str, since: int, epoch: str | None) -> JoinResult:
         catch_up = state.catching_up[conn_id] = _CatchUp()
         target = state.delivered_seq
         bounds = await self._store.bounds(state.name)
-        recovered = bounds.can_recover(since) and target - since <= self._recovery_max
+        state.epoch = bounds.epoch  # fresher than activation's: an operator may have reset it
+        recovered = bounds.can_recover(since, epoch) and target - since <= self._recovery_max
         if recovered:
             recovered = await self._replay(state.name, conn_id, since, target)
         floor = max(since, target) if recovered else target
@@ -215,7 +225,7 @@ class Fanout(BrokerListener):
                 if event.seq > floor:
                     await self._delivery.send(conn_id, event)
             await self._delivery.join(conn_id, state.name)
-            return JoinResult(state.delivered_seq, recovered)
+            return JoinResult(state.delivered_seq, recovered, bounds.epoch)
 
     async def _catch_up_to(self, state: _ChannelState, seq: int) -> None:
         """The client saw ``seq`` on another instance before this one delivered it: it
