@@ -219,8 +219,8 @@ class SqliteEventStore(EventStore):
 
     async def ensure(self, channel: str) -> ChannelBounds:
         rows = await self._fetch("ensure", _BOUNDS, (channel,))
-        if not rows:  # rare: take the write lock only to create the row
-            async with self._session("ensure", write=True) as conn:
+        if not rows:  # once per channel: take the write lock only to create the row
+            async with self._session("ensure", write=True, durable=False) as conn:
                 await conn.execute(_CREATE, (channel, time.time_ns() // 1_000_000))
                 rows = list(await conn.execute_fetchall(_BOUNDS, (channel,)))
         return _bounds(rows[0])
@@ -278,12 +278,15 @@ class SqliteEventStore(EventStore):
 
     @asynccontextmanager
     async def _session(
-        self, what: str, *, write: bool = False
+        self, what: str, *, write: bool = False, durable: bool = True
     ) -> AsyncIterator[aiosqlite.Connection]:
         """The connection, held alone; with ``write`` inside ``BEGIN IMMEDIATE`` .. ``COMMIT``.
 
         Reads take the lock too: on a shared connection they would otherwise
-        see another task's uncommitted rows.
+        see another task's uncommitted rows. ``durable=False`` commits without
+        waiting for the disk: for writes that a crash may lose without harm
+        because any later durable commit (WAL frames are written in order)
+        makes them durable first.
         """
         async with self._lock:
             conn = self._conn
@@ -294,6 +297,8 @@ class SqliteEventStore(EventStore):
                 if not write:
                     yield conn
                     return
+                if not durable:
+                    await conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at commit
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -301,6 +306,9 @@ class SqliteEventStore(EventStore):
                 except BaseException:
                     await _rollback(conn)
                     raise
+                finally:
+                    if not durable:
+                        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"event store {what} failed: {exc}") from exc
             except UnicodeEncodeError as exc:  # a lone surrogate in a text column
