@@ -65,14 +65,25 @@ class ChannelBounds:
 
     ``head`` is the last committed ``seq`` (0 for a channel never published to).
     ``first`` is the lowest ``seq`` still retained; ``head + 1`` when nothing is
-    retained. A client that saw ``since`` can be recovered from the store
-    exactly when ``first - 1 <= since <= head``.
+    retained. ``epoch`` names the history these seqs belong to: a short random
+    string, new whenever the channel's history is (re)created or declared unable
+    to continue (``EventStore.reset_epochs``, after a restore); ``""`` while the
+    channel has no history at all. A position is ``(epoch, seq)``: the same seq
+    in another epoch is another event.
     """
 
     head: int
     first: int
+    epoch: str = ""
 
-    def can_recover(self, since: int) -> bool:
+    def can_recover(self, since: int, epoch: str | None = None) -> bool:
+        """Whether a client that saw everything up to ``since`` can be sent exactly
+        what it missed from the store: ``first - 1 <= since <= head``, and ``since``
+        belongs to this history. ``epoch`` None (a client that sends none) is
+        trusted as before epochs existed; ``since`` 0 (nothing seen) belongs to
+        every history."""
+        if epoch is not None and epoch != self.epoch and since != 0:
+            return False
         return self.first - 1 <= since <= self.head
 
 

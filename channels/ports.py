@@ -76,7 +76,24 @@ class EventStore(Protocol):
         """The newest ``limit`` retained events (with ``seq < before``), returned ascending."""
 
     async def bounds(self, channel: str) -> ChannelBounds:
-        """Head and first retained ``seq`` of ``channel`` (``ChannelBounds(0, 1)`` if unknown)."""
+        """Head, first retained ``seq`` and epoch of ``channel``, read in one snapshot
+        (``ChannelBounds(0, 1, "")`` if it has no history). Never writes."""
+
+    async def ensure(self, channel: str) -> ChannelBounds:
+        """Like ``bounds``, but a channel without history gets one now (head 0, a new
+        epoch), so the epoch answered is the one its coming events belong to: a
+        subscriber told it can pair it with the seqs it then receives live.
+        Concurrent calls from any process agree on one epoch."""
+
+    async def reset_epochs(
+        self, *, channels: Sequence[str] | None = None, namespace: str | None = None
+    ) -> int:
+        """Give a new epoch to every channel named in ``channels``, or of ``namespace``,
+        or (neither given) to every channel: their histories cannot continue (the
+        database was restored from a backup, say), so no position from before
+        may be recovered. Seqs, heads and events stay as they are. Channels
+        without history are skipped (they get an epoch when it is created).
+        Returns how many channels got a new epoch; ``ValueError`` if both are given."""
 
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         """Head ``seq`` of each channel (0 for unknown ones), in one round trip."""
@@ -93,7 +110,9 @@ class EventStore(Protocol):
     ) -> int:
         """Delete events of channels in ``namespace`` older than ``max_age_seconds``
         and/or beyond the newest ``max_events`` per channel. Heads never move
-        back: a pruned channel keeps its ``last_seq``. Returns rows deleted."""
+        back: a pruned channel keeps its ``last_seq`` and its epoch (the history
+        continues; positions below ``first - 1`` are simply not recoverable).
+        Returns rows deleted."""
 
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the database answers a trivial query."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import authz, codec
 from .errors import AppError, ErrorCode
 from .fanout import Fanout, JoinResult
-from .models import Appended, Event, JsonObject, NewEvent, PresenceMember, Principal
+from .models import MAX_SEQ, Appended, Event, JsonObject, NewEvent, PresenceMember, Principal
 from .names import validate_channel
 from .namespaces import NamespaceRules
 from .ports import EventStore
@@ -36,24 +36,29 @@ class ServiceLimits:
 @dataclass(frozen=True, slots=True)
 class HistoryPage:
     """``head``: last committed seq; ``first``: lowest retained seq; ``next_after``:
-    cursor for the next page (``None`` when this page reaches the head)."""
+    cursor for the next page (``None`` when this page reaches the head); ``epoch``:
+    the history these seqs belong to (a page with another epoch than the previous
+    page's is from another history: start over)."""
 
     events: list[Event]
     head: int
     first: int
     next_after: int | None
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
     """Events after the client's position. ``recovered`` False: the position is older
-    than retention (or ahead of the head) and ``events`` starts at the oldest kept;
-    ``has_more``: call again with the last seq to continue."""
+    than retention, ahead of the head, or from another epoch, and ``events`` starts
+    at the oldest kept; ``has_more``: call again with the last seq (and ``epoch``)
+    to continue."""
 
     events: list[Event]
     head: int
     recovered: bool
     has_more: bool
+    epoch: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +185,17 @@ class ChannelService:
         return outcomes
 
     async def subscribe(
-        self, principal: Principal, conn_id: str, channel: str, since: int | None = None
+        self,
+        principal: Principal,
+        conn_id: str,
+        channel: str,
+        since: int | None = None,
+        epoch: str | None = None,
     ) -> JoinResult:
+        """Join ``channel`` live, recovering from the position ``(epoch, since)`` when given."""
         validate_channel(channel)
         authz.require_read(principal, channel)
-        result = await self._fanout.join(conn_id, channel, since)
+        result = await self._fanout.join(conn_id, channel, since, epoch)
         await self._presence.joined(principal, conn_id, channel)
         return result
 
@@ -240,16 +251,25 @@ class ChannelService:
         authz.require_read(principal, channel)
         limit = min(limit, self.limits.history_max_limit)
         bounds = await self._store.bounds(channel)
+        # no further than the head read with the epoch, so the page is of that epoch
+        before = min(before or MAX_SEQ, bounds.head + 1)
         if after is not None:
             events = await self._store.read(channel, after=after, before=before, limit=limit)
         else:
             events = await self._store.read_last(channel, before=before, limit=limit)
         last = events[-1].seq if events else (after or 0)
-        more = len(events) == limit and last < bounds.head and (before is None or last < before - 1)
-        return HistoryPage(events, bounds.head, bounds.first, last if more else None)
+        more = len(events) == limit and last < before - 1  # before - 1 <= head
+        return HistoryPage(events, bounds.head, bounds.first, last if more else None, bounds.epoch)
 
-    async def sync(self, principal: Principal, positions: Mapping[str, int]) -> dict[str, SyncResult]:
-        """Missed events for every ``{channel: last_seq}``; every channel is authorized first."""
+    async def sync(
+        self, principal: Principal, positions: Mapping[str, int], epochs: Mapping[str, str] | None = None
+    ) -> dict[str, SyncResult]:
+        """Missed events for every ``{channel: last_seq}``; every channel is authorized first.
+        ``epochs`` pairs some of these positions with the epoch they were read in: a
+        position from another epoch is not recovered (``ChannelBounds.can_recover``)."""
+        epochs = epochs or {}
+        if unknown := sorted(set(epochs) - set(positions)):
+            raise AppError(ErrorCode.BAD_REQUEST, f"epochs names channels without a position: {unknown[:5]}")
         if len(positions) > self.limits.sync_max_channels:
             raise AppError(
                 ErrorCode.BAD_REQUEST, f"at most {self.limits.sync_max_channels} channels per sync"
@@ -257,16 +277,18 @@ class ChannelService:
         for channel in positions:
             validate_channel(channel)
             authz.require_read(principal, channel)
-        return {channel: await self._sync_one(channel, since) for channel, since in positions.items()}
+        return {channel: await self._sync_one(channel, since, epochs.get(channel))
+                for channel, since in positions.items()}
 
-    async def _sync_one(self, channel: str, since: int) -> SyncResult:
+    async def _sync_one(self, channel: str, since: int, epoch: str | None) -> SyncResult:
         bounds = await self._store.bounds(channel)
-        recovered = bounds.can_recover(since)
+        recovered = bounds.can_recover(since, epoch)
         after = since if recovered else bounds.first - 1
         limit = self.limits.sync_max_events
-        events = await self._store.read(channel, after=after, limit=limit)
+        # no further than the head read with the epoch, so the events are of that epoch
+        events = await self._store.read(channel, after=after, before=bounds.head + 1, limit=limit)
         has_more = bool(events) and events[-1].seq < bounds.head
-        return SyncResult(events, bounds.head, recovered, has_more)
+        return SyncResult(events, bounds.head, recovered, has_more, bounds.epoch)
 
 
 def _as_result(result: Appended | BaseException) -> Appended | AppError:

@@ -76,7 +76,7 @@ class RestHandlers:
         return json_response(
             HistoryOut.model_validate(
                 {"events": [e.wire() for e in page.events], "head": page.head,
-                 "first": page.first, "next_after": page.next_after}
+                 "first": page.first, "next_after": page.next_after, "epoch": page.epoch}
             )
         )
 
@@ -102,13 +102,14 @@ class RestHandlers:
         return json_response(PresenceOut.model_validate({"channel": channel, "members": [m.wire() for m in members]}))
 
     async def sync(self, request: web.Request) -> web.Response:
-        """``POST /sync`` with ``{channels: {name: last_seq}}``: missed events per channel."""
+        """``POST /sync`` with ``{channels: {name: last_seq}, epochs?: {name: epoch}}``:
+        missed events per channel."""
         body = await parse_body(request, SyncBody)
-        results = await self._service.sync(principal(request), body.channels)
+        results = await self._service.sync(principal(request), body.channels, body.epochs)
         channels = {
             name: SyncChannelOut.model_validate(
                 {"events": [e.wire() for e in r.events], "head": r.head,
-                 "recovered": r.recovered, "has_more": r.has_more}
+                 "recovered": r.recovered, "has_more": r.has_more, "epoch": r.epoch}
             )
             for name, r in results.items()
         }

@@ -16,6 +16,11 @@ EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
+# as answered by subscribe, sync and history ("" while a channel has no history)
+Epoch = Annotated[str, StringConstraints(max_length=64)]
+EPOCH_TEXT = ("names the channel's history: a seq is a position only together with its epoch, "
+              "which changes when the history cannot continue (a restore, a reset); "
+              "empty while the channel has no history")
 
 
 class _SocketIn(BaseModel):
@@ -25,6 +30,8 @@ class _SocketIn(BaseModel):
 class SubscribeIn(_SocketIn):
     channel: str
     since: Seq | None = None
+    # the epoch ``since`` was read in; without it ``since`` is trusted as it is
+    epoch: Epoch | None = None
 
 
 class UnsubscribeIn(_SocketIn):
@@ -77,6 +84,12 @@ class SyncBody(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     channels: dict[str, Seq]
+    epochs: dict[str, Epoch] = Field(
+        default_factory=dict,
+        description="the epoch each position in channels was read in (from an earlier answer); "
+                    "a position from another epoch is answered with recovered: false. "
+                    "Channels left out are trusted as before epochs existed",
+    )
 
 
 class EventOut(BaseModel):
@@ -101,13 +114,17 @@ class HistoryOut(BaseModel):
     head: int
     first: int = Field(description="lowest seq still retained; older events were pruned")
     next_after: int | None = Field(description="pass as ?after= for the next page; null at the head")
+    epoch: str = Field(description=EPOCH_TEXT + "; a page with another epoch than the previous one is "
+                                   "from another history: start over")
 
 
 class SyncChannelOut(BaseModel):
     events: list[EventOut]
     head: int
-    recovered: bool
+    recovered: bool = Field(description="false: the position was pruned, ahead of the head or of another "
+                                        "epoch; events start at the oldest kept (drop what you hold)")
     has_more: bool
+    epoch: str = Field(description=EPOCH_TEXT + "; send it back in epochs with the next position")
 
 
 class SyncOut(BaseModel):

@@ -131,7 +131,7 @@ class SocketHandlers:
                            f"at most {limit} subscriptions per connection; unsubscribe from one first")
         conn.joining += 1
         try:
-            result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since)
+            result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since, msg.epoch)
         finally:
             conn.joining -= 1
         if conn.closed:
@@ -139,7 +139,7 @@ class SocketHandlers:
             await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
             raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
         conn.channels.add(msg.channel)
-        return ok(channel=msg.channel, head=result.head, recovered=result.recovered)
+        return ok(channel=msg.channel, head=result.head, recovered=result.recovered, epoch=result.epoch)
 
     async def unsubscribe(self, conn: Connection, msg: UnsubscribeIn) -> dict[str, Any]:
         await self._service.unsubscribe(conn.principal, conn.sid, msg.channel)
@@ -191,6 +191,7 @@ class SocketHandlers:
             head=page.head,
             first=page.first,
             next_after=page.next_after,
+            epoch=page.epoch,
         )
 
     async def presence(self, conn: Connection, msg: PresenceIn) -> dict[str, Any]:

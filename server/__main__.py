@@ -1,4 +1,4 @@
-"""Command line: ``python -m server serve | migrate | token``."""
+"""Command line: ``python -m server serve | migrate | reset-epoch | token``."""
 
 from __future__ import annotations
 
@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1,
                        help="processes sharing the port (needs SWITCHBOARD_REDIS_URL=redis://...)")
     sub.add_parser("migrate", help="apply pending database migrations and exit")
+    reset = sub.add_parser("reset-epoch", help="start a new epoch for channel histories (after restoring a "
+                                               "backup): no earlier position is recovered from them")
+    which = reset.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every channel (what a restored database needs)")
+    which.add_argument("--namespace", help="every channel of one namespace")
+    which.add_argument("--channel", action="append", metavar="NAME", help="one channel (repeatable)")
     token = sub.add_parser("token", help="print a JWT signed with the configured secret")
     token.add_argument("--sub", required=True, help="user id (the 'sub' claim)")
     token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (default 3600)")
@@ -46,6 +52,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(settings, args.host, args.port, args.workers)
         if args.command == "migrate":
             return asyncio.run(_migrate(settings))
+        if args.command == "reset-epoch":
+            return asyncio.run(_reset_epoch(settings, args.channel, args.namespace))
         return _token(settings, args)
     except ConfigError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
@@ -106,6 +114,19 @@ async def _migrate(settings: Settings) -> int:
     await store.start()
     await store.close()
     print(f"migrations applied to {_scheme(settings.database_url)} store")
+    return 0
+
+
+async def _reset_epoch(settings: Settings, channels: list[str] | None, namespace: str | None) -> int:
+    from channels.store import open_store
+
+    store = open_store(settings.database_url)
+    await store.start()
+    try:
+        changed = await store.reset_epochs(channels=channels, namespace=namespace)
+    finally:
+        await store.close()
+    print(f"new epoch for {changed} channel(s) in the {_scheme(settings.database_url)} store")
     return 0
 
 

@@ -82,15 +82,18 @@ class LiveChannels:
         self._states[channel] = state
         try:
             await self._broker.subscribe(channel)
-            head = (await self._store.bounds(channel)).head
+            # ensure, not bounds: the epoch given to subscribers must be the one of
+            # the events they will receive, even for a channel with no history yet
+            bounds = await self._store.ensure(channel)
         except BaseException:
             state.failed = True
             state.ready.set()
             self._forget(state)
             await self._unsubscribe_quietly(channel)  # a failed subscribe stays wanted otherwise
             raise
-        state.order.start(head)
-        state.delivered_seq = head
+        state.order.start(bounds.head)
+        state.delivered_seq = bounds.head
+        state.epoch = bounds.epoch
         state.ready.set()
         self._on_started(state)
         return state

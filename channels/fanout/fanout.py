@@ -64,13 +64,16 @@ class Fanout(BrokerListener):
 
     # -- joining and leaving ----------------------------------------------
 
-    async def join(self, conn_id: str, channel: str, since: int | None = None) -> JoinResult:
-        """Make ``conn_id`` receive ``channel`` live, after replaying ``(since, head]``.
+    async def join(
+        self, conn_id: str, channel: str, since: int | None = None, epoch: str | None = None
+    ) -> JoinResult:
+        """Make ``conn_id`` receive ``channel`` live, after replaying ``(since, head]``
+        when ``(epoch, since)`` is a recoverable position (``ChannelBounds.can_recover``).
         Raises ``AppError`` (nothing joined) when the channel cannot be activated, the
         connection does not keep up with its replay, or the channel is too busy."""
         state = await self._channels.add_member(channel, conn_id)
         try:
-            return await self._recovery.join(state, conn_id, since)
+            return await self._recovery.join(state, conn_id, since, epoch)
         except BaseException:
             await self._channels.drop_member(state, conn_id)
             raise

@@ -32,17 +32,22 @@ TAIL_UNDER_LOCK = 64  # buffered events left for the switch-over under the lock;
 class JoinResult:
     """``head``: the last seq this connection has been sent (replayed or live) at the
     switch-over; every later event reaches it live. ``recovered``: ``since`` could be
-    served from the store (False: the client must sync over REST)."""
+    served from the store (False: the client must sync over REST). ``epoch``: the
+    history ``head`` and the live seqs belong to (``ChannelBounds.epoch``)."""
 
     head: int
     recovered: bool
+    epoch: str = ""
 
 
-def can_recover(bounds: ChannelBounds, since: int, target: int, max_events: int) -> bool:
-    """Whether the position ``since`` is served from the store: retention still holds
-    every event after it, and at most ``max_events`` lie between it and ``target``
-    (the last seq handed off on this instance). The one place that judges a position."""
-    return bounds.can_recover(since) and target - since <= max_events
+def can_recover(
+    bounds: ChannelBounds, since: int, epoch: str | None, target: int, max_events: int
+) -> bool:
+    """Whether the position ``(epoch, since)`` is served from the store: it belongs to
+    this history (``ChannelBounds.can_recover``), retention still holds every event
+    after it, and at most ``max_events`` lie between it and ``target`` (the last seq
+    handed off on this instance). The one place that judges a position."""
+    return bounds.can_recover(since, epoch) and target - since <= max_events
 
 
 class _Gone(AppError):
@@ -60,17 +65,22 @@ class Recovery:
         self._max_events = max_events
         self._catch_up_limit = catch_up_limit
 
-    async def join(self, state: ChannelState, conn_id: str, since: int | None) -> JoinResult:
-        """Put ``conn_id`` (already a member) in the room, after replaying ``(since, head]``."""
+    async def join(
+        self, state: ChannelState, conn_id: str, since: int | None, epoch: str | None = None
+    ) -> JoinResult:
+        """Put ``conn_id`` (already a member) in the room, after replaying ``(since, head]``
+        when ``(epoch, since)`` is a recoverable position."""
         if since is None:
             async with state.lock:
                 await self._delivery.join(conn_id, state.name)
-                return JoinResult(state.delivered_seq, True)
+                return JoinResult(state.delivered_seq, True, state.epoch)
         async with state.lock:  # between two hand-offs: every later one is buffered for it
             target = state.delivered_seq
             catch_up = state.catching_up[conn_id] = CatchUp(self._catch_up_limit)
         try:
-            recovered = can_recover(await self._store.bounds(state.name), since, target, self._max_events)
+            bounds = await self._store.bounds(state.name)
+            state.epoch = bounds.epoch  # fresher than activation's: an operator may have reset it
+            recovered = can_recover(bounds, since, epoch, target, self._max_events)
             if recovered:
                 recovered = await self._replay(state.name, conn_id, since, target)
             floor = max(since, target) if recovered else target
@@ -85,7 +95,7 @@ class Recovery:
                     if event.seq > floor:
                         await self._delivery.send(conn_id, event)
                 await self._delivery.join(conn_id, state.name)
-                return JoinResult(state.delivered_seq, recovered)
+                return JoinResult(state.delivered_seq, recovered, bounds.epoch)
         finally:
             state.catching_up.pop(conn_id, None)
 

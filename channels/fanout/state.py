@@ -41,6 +41,7 @@ class ChannelState:
     order: OrderBuffer = field(default_factory=OrderBuffer)
     outbox: deque[Event] = field(default_factory=deque)  # released in order, not handed off yet
     delivered_seq: int = 0  # highest seq handed to Delivery.broadcast
+    epoch: str = ""  # the history's epoch as last read from the store
     members: set[str] = field(default_factory=set)
     catching_up: dict[str, CatchUp] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)

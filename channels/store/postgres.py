@@ -16,7 +16,15 @@ from ..errors import AppError, ErrorCode, StoreUnavailable
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_postgres
-from .rules import AppendPlan, Key, idempotency_keys, new_event_id, upper_bound, wants_prune
+from .rules import (
+    AppendPlan,
+    Key,
+    check_epoch_selection,
+    idempotency_keys,
+    new_event_id,
+    upper_bound,
+    wants_prune,
+)
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,26 @@ WITH heads AS (
 )
 SELECT name, last_seq, ts FROM heads"""
 
-_BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = $1"
+_BOUNDS = "SELECT last_seq, first_seq, epoch FROM channels WHERE name = $1"
+
+# A new row takes its epoch from the column default. Its RETURNING row is the
+# answer; when the row exists, the SELECT is (it cannot see a row this statement
+# inserts). Empty only when another transaction inserted the row after this
+# statement's snapshot: ON CONFLICT waited for its commit, so a second read sees it.
+_ENSURE = """
+WITH created AS (
+    INSERT INTO channels (name) VALUES ($1) ON CONFLICT (name) DO NOTHING
+    RETURNING last_seq, first_seq, epoch
+)
+SELECT last_seq, first_seq, epoch FROM created
+UNION ALL
+SELECT last_seq, first_seq, epoch FROM channels WHERE name = $1"""
+
+# DEFAULT is evaluated per row: each channel gets its own new epoch
+_RESET_EPOCHS = """
+UPDATE channels SET epoch = DEFAULT
+WHERE ($1::text[] IS NULL OR name = ANY($1::text[]))
+  AND ($2::text IS NULL OR left(name, length($2::text) + 1) = $2::text || ':')"""
 
 _HEADS = "SELECT name, last_seq FROM channels WHERE name = ANY($1::text[])"
 
@@ -216,7 +243,21 @@ class PostgresEventStore(EventStore):
 
     async def bounds(self, channel: str) -> ChannelBounds:
         rows = await self._fetch("bounds", _BOUNDS, channel)
-        return ChannelBounds(int(rows[0][0]), int(rows[0][1])) if rows else ChannelBounds(0, 1)
+        return _bounds(rows[0]) if rows else ChannelBounds(0, 1)
+
+    async def ensure(self, channel: str) -> ChannelBounds:
+        for sql in (_BOUNDS, _ENSURE, _BOUNDS):  # the row is there for nearly every call
+            rows = await self._fetch("ensure", sql, channel)
+            if rows:
+                return _bounds(rows[0])
+        raise StoreUnavailable(f"channel {channel!r} vanished while being created")
+
+    async def reset_epochs(
+        self, *, channels: Sequence[str] | None = None, namespace: str | None = None
+    ) -> int:
+        names = check_epoch_selection(channels, namespace)
+        status = await self._call("reset_epochs", lambda conn: conn.execute(_RESET_EPOCHS, names, namespace))
+        return int(str(status).split()[-1])
 
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         names = list(dict.fromkeys(channels))
@@ -342,6 +383,10 @@ def _rows(items: Sequence[NewEvent], ids: Sequence[str]) -> str:
                        "m": item.client_msg_id} for item, id in zip(items, ids)]).decode()
     except TypeError as exc:  # orjson: integers beyond 64 bits, lone surrogates, non-JSON types
         raise AppError(ErrorCode.BAD_REQUEST, f"event data is not storable JSON: {exc}") from exc
+
+
+def _bounds(row: Any) -> ChannelBounds:
+    return ChannelBounds(int(row[0]), int(row[1]), str(row[2]))
 
 
 def _event(row: Any) -> Event:

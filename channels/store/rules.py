@@ -39,6 +39,14 @@ def wants_prune(max_age_seconds: float | None, max_events: int | None) -> bool:
     return max_age_seconds is not None or max_events is not None
 
 
+def check_epoch_selection(channels: Sequence[str] | None, namespace: str | None) -> list[str] | None:
+    """The channel names a ``reset_epochs`` call selects (None: no list given);
+    ``ValueError`` when it names both channels and a namespace."""
+    if channels is not None and namespace is not None:
+        raise ValueError("reset_epochs takes channels or a namespace, not both")
+    return None if channels is None else list(dict.fromkeys(channels))
+
+
 def idempotency_keys(batch: Sequence[NewEvent]) -> list[Key]:
     """Distinct ``(channel, client_msg_id)`` pairs of ``batch``, to look up before writing."""
     keys = ((item.channel, item.client_msg_id) for item in batch if item.client_msg_id is not None)

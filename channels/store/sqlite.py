@@ -17,7 +17,15 @@ from ..errors import AppError, ErrorCode, StoreUnavailable
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_sqlite
-from .rules import AppendPlan, Key, encode_data, idempotency_keys, upper_bound, wants_prune
+from .rules import (
+    AppendPlan,
+    Key,
+    check_epoch_selection,
+    encode_data,
+    idempotency_keys,
+    upper_bound,
+    wants_prune,
+)
 
 _COLUMNS = "e.id, e.channel, e.seq, e.type, e.data, e.sender, e.client_msg_id, e.created_at"
 
@@ -30,7 +38,17 @@ _ADVANCE = """
 INSERT INTO channels (name, last_seq, created_at) VALUES (?, ?, ?)
 ON CONFLICT (name) DO UPDATE SET last_seq = last_seq + excluded.last_seq"""
 
-_BOUNDS = "SELECT last_seq, first_seq FROM channels WHERE name = ?"
+_BOUNDS = "SELECT last_seq, first_seq, epoch FROM channels WHERE name = ?"
+
+# the epoch comes from the column default
+_CREATE = "INSERT INTO channels (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"
+
+# the same expression as the column default (SQLite has no SET ... = DEFAULT),
+# evaluated per row: each channel gets its own new epoch
+_RESET_EPOCHS = """
+UPDATE channels SET epoch = lower(hex(randomblob(6)))
+WHERE (:names IS NULL OR name IN (SELECT value FROM json_each(:names)))
+  AND (:namespace IS NULL OR substr(name, 1, length(:namespace) + 1) = :namespace || ':')"""
 
 _HEADS = "SELECT name, last_seq FROM channels WHERE name IN (SELECT value FROM json_each(?))"
 
@@ -197,7 +215,24 @@ class SqliteEventStore(EventStore):
 
     async def bounds(self, channel: str) -> ChannelBounds:
         rows = await self._fetch("bounds", _BOUNDS, (channel,))
-        return ChannelBounds(int(rows[0][0]), int(rows[0][1])) if rows else ChannelBounds(0, 1)
+        return _bounds(rows[0]) if rows else ChannelBounds(0, 1)
+
+    async def ensure(self, channel: str) -> ChannelBounds:
+        rows = await self._fetch("ensure", _BOUNDS, (channel,))
+        if not rows:  # once per channel: take the write lock only to create the row
+            async with self._session("ensure", write=True, durable=False) as conn:
+                await conn.execute(_CREATE, (channel, time.time_ns() // 1_000_000))
+                rows = list(await conn.execute_fetchall(_BOUNDS, (channel,)))
+        return _bounds(rows[0])
+
+    async def reset_epochs(
+        self, *, channels: Sequence[str] | None = None, namespace: str | None = None
+    ) -> int:
+        names = check_epoch_selection(channels, namespace)
+        params = {"names": None if names is None else dumps(names).decode(), "namespace": namespace}
+        async with self._session("reset_epochs", write=True) as conn:
+            cursor = await conn.execute(_RESET_EPOCHS, params)
+        return max(0, cursor.rowcount)
 
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         names = list(dict.fromkeys(channels))
@@ -243,12 +278,15 @@ class SqliteEventStore(EventStore):
 
     @asynccontextmanager
     async def _session(
-        self, what: str, *, write: bool = False
+        self, what: str, *, write: bool = False, durable: bool = True
     ) -> AsyncIterator[aiosqlite.Connection]:
         """The connection, held alone; with ``write`` inside ``BEGIN IMMEDIATE`` .. ``COMMIT``.
 
         Reads take the lock too: on a shared connection they would otherwise
-        see another task's uncommitted rows.
+        see another task's uncommitted rows. ``durable=False`` commits without
+        waiting for the disk: for writes that a crash may lose without harm
+        because any later durable commit (WAL frames are written in order)
+        makes them durable first.
         """
         async with self._lock:
             conn = self._conn
@@ -259,6 +297,8 @@ class SqliteEventStore(EventStore):
                 if not write:
                     yield conn
                     return
+                if not durable:
+                    await conn.execute("PRAGMA synchronous=NORMAL")  # WAL: no fsync at commit
                 await conn.execute("BEGIN IMMEDIATE")
                 try:
                     yield conn
@@ -266,6 +306,9 @@ class SqliteEventStore(EventStore):
                 except BaseException:
                     await _rollback(conn)
                     raise
+                finally:
+                    if not durable:
+                        await conn.execute(f"PRAGMA synchronous={self._synchronous}")
             except sqlite3.Error as exc:
                 raise StoreUnavailable(f"event store {what} failed: {exc}") from exc
             except UnicodeEncodeError as exc:  # a lone surrogate in a text column
@@ -311,6 +354,10 @@ def _row(event: Event) -> tuple[Any, ...]:
         event.client_msg_id,
         event.ts,
     )
+
+
+def _bounds(row: Sequence[Any]) -> ChannelBounds:
+    return ChannelBounds(int(row[0]), int(row[1]), str(row[2]))
 
 
 def _event(row: Iterable[Any]) -> Event:

@@ -19,7 +19,7 @@ import asyncpg
 import pytest
 
 from channels.errors import AppError, ErrorCode, StoreUnavailable
-from channels.models import Appended, Event, JsonObject, NewEvent
+from channels.models import Appended, ChannelBounds, Event, JsonObject, NewEvent
 from channels.ports import EventStore
 from channels.store import GroupCommitWriter, open_store
 
@@ -291,6 +291,136 @@ async def test_data_round_trip(store: EventStore) -> None:
     assert (read.type, read.sender, read.client_msg_id) == ("type/é", "sender ✓", "id-é")
 
 
+# -- epochs --------------------------------------------------------------------
+
+
+async def sql(url: str, statement: str, *args: Any) -> list[Any]:
+    """Run one statement on the store's database directly (an operator at the console)."""
+    if url.startswith("sqlite"):
+        with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
+            return list(conn.execute(statement.replace("$1", "?"), args))
+    conn = await asyncpg.connect(url)
+    try:
+        return list(await conn.fetch(statement, *args))
+    finally:
+        await conn.close()
+
+
+async def test_a_history_gets_an_epoch_that_lasts_as_long_as_it_does(store: EventStore, store_url: str) -> None:
+    assert (await store.bounds(CHANNEL)).epoch == ""  # no history, no epoch
+    await store.append([new(n=1)])
+    epoch = (await store.bounds(CHANNEL)).epoch
+    assert 8 <= len(epoch) <= 64 and epoch.isalnum()
+    await store.append([new(n=2), new("chat:other")])
+    assert (await store.bounds(CHANNEL)).epoch == epoch
+    assert (await store.bounds("chat:other")).epoch not in ("", epoch)  # each history its own
+    await store.prune("chat", max_events=0)  # pruned to nothing: the history continues
+    b = await store.bounds(CHANNEL)
+    assert (b.head, b.first, b.epoch) == (2, 3, epoch)
+    await store.append([new(n=3)])
+    other = open_store(store_url)  # another process sees the same epoch
+    await other.start()
+    try:
+        assert await other.bounds(CHANNEL) == ChannelBounds(3, 3, epoch)
+    finally:
+        await other.close()
+
+
+async def test_ensure_starts_a_history_once_and_appends_continue_it(store: EventStore, store_url: str) -> None:
+    other = open_store(store_url)
+    await other.start()
+    try:
+        answers = await asyncio.gather(*(s.ensure("chat:new") for _ in range(4) for s in (store, other)))
+    finally:
+        await other.close()
+    epoch = answers[0].epoch
+    assert epoch and all(a == ChannelBounds(0, 1, epoch) for a in answers)  # concurrent callers agree
+    assert await store.bounds("chat:new") == ChannelBounds(0, 1, epoch)
+    [first] = await store.append([new("chat:new")])
+    assert first.event.seq == 1
+    assert await store.ensure("chat:new") == ChannelBounds(1, 1, epoch)
+    assert (await store.ensure(CHANNEL)).epoch not in ("", epoch)
+
+
+async def test_a_channel_row_created_again_starts_a_new_epoch(store: EventStore, store_url: str) -> None:
+    """An operator deletes a channel by hand (or a restore lacks it): its new history
+    starts again at seq 1 and must not pass for the old one."""
+    await store.append([new(n=i) for i in range(5)])
+    old = await store.bounds(CHANNEL)
+    await sql(store_url, "DELETE FROM events WHERE channel = $1", CHANNEL)
+    await sql(store_url, "DELETE FROM channels WHERE name = $1", CHANNEL)
+    await store.append([new(n=i) for i in range(7)])
+    b = await store.bounds(CHANNEL)
+    assert (b.head, b.first) == (7, 1) and b.epoch not in ("", old.epoch)
+    assert b.can_recover(3) and b.can_recover(3, b.epoch) and b.can_recover(0, old.epoch)
+    assert not b.can_recover(3, old.epoch) and not b.can_recover(3, "")
+
+
+async def test_reset_epochs_by_channel_namespace_or_all(store: EventStore) -> None:
+    names = ["chat:a", "chat:b", "user:c"]
+    await store.append([new(name, n) for name in names for n in range(3)])
+
+    async def epochs() -> dict[str, str]:
+        return {name: (await store.bounds(name)).epoch for name in names}
+
+    before = await epochs()
+    assert await store.reset_epochs(channels=["chat:a", "chat:unknown", "chat:a"]) == 1
+    after = await epochs()
+    assert after["chat:a"] not in ("", before["chat:a"]) and {**after, "chat:a": ""} == {**before, "chat:a": ""}
+    assert await store.reset_epochs(namespace="chat") == 2
+    again = await epochs()
+    assert again["chat:a"] != after["chat:a"] and again["chat:b"] != after["chat:b"]
+    assert again["user:c"] == before["user:c"]
+    assert await store.reset_epochs() == 3
+    final = await epochs()
+    assert all(final[n] != again[n] for n in names) and len(set(final.values())) == 3
+    assert await store.reset_epochs(channels=[]) == 0
+    with pytest.raises(ValueError, match="not both"):
+        await store.reset_epochs(channels=["chat:a"], namespace="chat")
+    # seqs, heads and events are untouched: only positions from before are refused
+    assert await store.heads(names) == {name: 3 for name in names}
+    assert await all_seqs(store, "chat:a") == [1, 2, 3]
+    assert [r.event.seq for r in await store.append([new("chat:a")])] == [4]
+    assert (await store.bounds("chat:a")).epoch == final["chat:a"]
+
+
+async def test_migration_gives_existing_channels_each_an_epoch(store_url: str) -> None:
+    """A deployment from before epochs: schema 0001 with channels and events in it."""
+    from channels.store.migrate import BOOTSTRAP, load_migrations, split_statements
+
+    dialect = "sqlite" if store_url.startswith("sqlite") else "postgres"
+    init = load_migrations(dialect)[0]
+    assert init.version == 1
+    statements = [BOOTSTRAP[dialect], *split_statements(init.sql),
+                  "INSERT INTO schema_migrations (version, name) VALUES (1, 'init')"]
+    now = "0" if dialect == "sqlite" else "now()"
+    for name, head in (("chat:a", 5), ("chat:b", 2), ("user:x", 0)):
+        statements.append(f"INSERT INTO channels (name, last_seq, first_seq, created_at) "
+                          f"VALUES ('{name}', {head}, 2, {now})")
+    if dialect == "sqlite":
+        with sqlite3.connect(store_url.removeprefix("sqlite:///")) as conn:
+            for statement in statements:
+                conn.execute(statement)
+    else:
+        conn = await asyncpg.connect(store_url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+    s = open_store(store_url)
+    await s.start()
+    try:
+        bounds = {name: await s.bounds(name) for name in ("chat:a", "chat:b", "user:x")}
+        assert {n: (b.head, b.first) for n, b in bounds.items()} == {"chat:a": (5, 2), "chat:b": (2, 2), "user:x": (0, 2)}
+        assert all(b.epoch for b in bounds.values()) and len({b.epoch for b in bounds.values()}) == 3
+        [appended] = await s.append([new("chat:a")])
+        assert appended.event.seq == 6 and (await s.bounds("chat:a")).epoch == bounds["chat:a"].epoch
+    finally:
+        await s.close()
+    assert await migration_versions(store_url) == [1, 2]
+
+
 # -- retention ---------------------------------------------------------------
 
 
@@ -361,18 +491,18 @@ async def test_migrations_are_idempotent_and_race_free(store_url: str) -> None:
     await again.start()
     assert await again.heads([CHANNEL]) == {CHANNEL: 3}
     await again.close()
-    assert await migration_versions(store_url) == [1]
+    assert await migration_versions(store_url) == [1, 2]
 
 
 async def migration_versions(url: str) -> list[int]:
     if url.startswith("sqlite"):
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            return [row[0] for row in conn.execute("SELECT version FROM schema_migrations")]
+            return [row[0] for row in conn.execute("SELECT version FROM schema_migrations ORDER BY 1")]
     import asyncpg
 
     conn = await asyncpg.connect(url)
     try:
-        return [row[0] for row in await conn.fetch("SELECT version FROM schema_migrations")]
+        return [row[0] for row in await conn.fetch("SELECT version FROM schema_migrations ORDER BY 1")]
     finally:
         await conn.close()
 

@@ -30,11 +30,14 @@ async def publish_many(client: socketio.AsyncClient, channel: str, count: int, t
 async def test_every_subscriber_gets_every_seq_once_in_order_across_instances(cluster: ServerFactory) -> None:
     a, b = await cluster.start(), await cluster.start()
     subscribers: list[tuple[socketio.AsyncClient, Recorder]] = []
+    epochs = set()
     for server in (a, b, a, b):
         client, rec = await connect(server.url, token())
         ack = await call(client, "subscribe", {"channel": CHANNEL})
-        assert ack == {"ok": True, "channel": CHANNEL, "head": 0, "recovered": True}
+        assert ack == {"ok": True, "channel": CHANNEL, "head": 0, "recovered": True, "epoch": ack["epoch"]}
+        epochs.add(ack["epoch"])
         subscribers.append((client, rec))
+    assert len(epochs) == 1 and "" not in epochs  # both instances answer the one new history's epoch
     publishers = [(await connect(server.url, token(f"pub{i}")))[0] for i, server in enumerate((a, b, a, b))]
 
     per = EVENTS // PUBLISHERS
@@ -108,7 +111,8 @@ async def test_rest_history_and_sync_match_what_the_socket_delivered(cluster: Se
         assert r.status == 200
         assert synced["channels"][CHANNEL]["events"] == rec.events[CHANNEL][7:]
         assert synced["channels"][CHANNEL]["recovered"] is True
-        assert synced["channels"]["chat:empty"] == {"events": [], "head": 0, "recovered": True, "has_more": False}
+        assert synced["channels"]["chat:empty"] == {"events": [], "head": 0, "recovered": True, "has_more": False,
+                                                    "epoch": ""}
     await sub.disconnect()
     await publisher.disconnect()
 

@@ -62,6 +62,16 @@ async def test_every_route_is_described_with_auth_and_problems(server: ServerPro
     assert body["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/PublishBody"}
 
 
+async def test_positions_answer_and_take_the_epoch(server: ServerProcess) -> None:
+    schemas = (await fetch_spec(server))["components"]["schemas"]
+    for answer in ("HistoryOut", "SyncChannelOut"):
+        assert "epoch" in schemas[answer]["required"], answer
+        assert schemas[answer]["properties"]["epoch"]["type"] == "string"
+    epochs = schemas["SyncBody"]["properties"]["epochs"]
+    assert epochs["type"] == "object" and epochs["additionalProperties"]["maxLength"] == 64
+    assert "epochs" not in schemas["SyncBody"].get("required", [])  # older clients send none
+
+
 def test_schemathesis_finds_no_server_errors_and_no_undocumented_responses(server: ServerProcess) -> None:
     """Generated requests with a valid token: no 5xx, every response matches the document."""
     token = make_token("fuzzer", channels=["*"])

@@ -22,6 +22,7 @@ class ListStore(EventStore):
     def __init__(self) -> None:
         self.events: dict[str, list[Event]] = defaultdict(list)
         self.first: dict[str, int] = defaultdict(lambda: 1)
+        self.epochs: dict[str, str] = defaultdict(lambda: "e1")
         self.reads = 0
 
     def put(self, channel: str, upto: int) -> list[Event]:
@@ -50,7 +51,16 @@ class ListStore(EventStore):
 
     async def bounds(self, channel: str) -> ChannelBounds:
         head = len(self.events[channel])
-        return ChannelBounds(head, min(self.first[channel], head + 1))
+        return ChannelBounds(head, min(self.first[channel], head + 1), self.epochs[channel])
+
+    async def ensure(self, channel: str) -> ChannelBounds:
+        return await self.bounds(channel)
+
+    async def reset_epochs(self, *, channels: Sequence[str] | None = None, namespace: str | None = None) -> int:
+        names = list(channels if channels is not None else self.events)
+        for name in names:
+            self.epochs[name] += "+"
+        return len(names)
 
     async def heads(self, channels: Sequence[str]) -> dict[str, int]:
         return {c: len(self.events[c]) for c in channels}
