@@ -35,6 +35,15 @@ M = TypeVar("M", bound=BaseModel)
 
 InlineHandler = Callable[[str, tuple[object, ...], Reply | None], None]
 
+# Event names python-socketio dispatches to handlers of its own (its reserved_events
+# and the catch-all "*"), and connect_error, which Socket.IO reserves for the server.
+# From a client they would re-run the connect or disconnect handler of its own
+# connection (a second admission, a departure that leaves it connected), so the
+# transport (server/engine.py) hands them over as ``REFUSED_EVENT`` instead.
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "*", *socketio.AsyncServer.reserved_events})
+# A name no call has; a client sending it gets the same refusal.
+REFUSED_EVENT = "\x00refused"
+
 
 class InlineCalls(Protocol):
     """Runs a call's handler as its message is read: ``handler(sid, args, reply)`` must not
@@ -91,6 +100,7 @@ class SocketHandlers:
         sio.on("history", self._guard("history", HistoryIn, self.history))
         sio.on("presence", self._guard("presence", PresenceIn, self.presence))
         sio.on("refresh", self._guard("refresh", RefreshIn, self.refresh))
+        sio.on(REFUSED_EVENT, self.on_refused)
         sio.on("*", self.on_unknown)
 
     # -- connection lifecycle ------------------------------------------------
@@ -120,6 +130,12 @@ class SocketHandlers:
     async def on_unknown(self, event: str, sid: str, *_args: object) -> dict[str, Any]:
         log.info("unknown event %r from %s", event, sid)
         return fail(AppError(ErrorCode.BAD_REQUEST, f"unknown event {event!r}"))
+
+    async def on_refused(self, sid: str, name: object = None, *_args: object) -> dict[str, Any]:
+        """A client event named like a reserved one (or with no string name): ``name``."""
+        log.info("reserved or unnamed event %r from %s refused", name, sid)
+        what = f"event name {name!r} is reserved" if isinstance(name, str) else "an event needs a string name"
+        return fail(AppError(ErrorCode.BAD_REQUEST, what))
 
     # -- calls -------------------------------------------------------------
 

@@ -1,0 +1,121 @@
+"""Issue 10 (hostile clients) on real instances (PostgreSQL + Redis): calls that a
+client library would never send, spoken by hand, and races between calls.
+
+``room:`` has presence on. Rate limits are off unless a test sets them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.support.clients import call, connect, new_client, until
+from tests.support.rawsocket import RawSocket
+from tests.support.servers import ServerFactory, ServerProcess, make_token
+
+ROOM = "room:reserved"
+
+
+@pytest.fixture
+def rooms_env(tmp_path: Path) -> dict[str, str]:
+    config = tmp_path / "channels.toml"
+    config.write_text("[namespaces.room]\npresence = true\n")
+    return {"SWITCHBOARD_CHANNELS_CONFIG": str(config)}
+
+
+def token(sub: str = "alice", channels: list[str] | None = None, **kwargs: Any) -> str:
+    return make_token(sub, channels=channels if channels is not None else ["room:*", "chat:*"], **kwargs)
+
+
+async def server_get(server: ServerProcess, path: str) -> Any:
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
+        async with http.get(f"{server.url}/api/v1/server{path}", headers=headers) as r:
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+
+async def raw_call(sock: RawSocket, frame_body: list[Any], timeout: float = 10) -> Any:
+    """Send ``frame_body`` as an EVENT with an ack id, whatever its name; the ack."""
+    sock._ack += 1  # noqa: SLF001  the raw client's ack counter: ids stay unique
+    ack_id = sock._ack  # noqa: SLF001
+    await sock.ws.send_str(f"42{ack_id}" + json.dumps(frame_body))
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await sock._next()  # noqa: SLF001
+            if frame.startswith(f"43{ack_id}["):
+                return json.loads(frame[len(f"43{ack_id}"):])
+
+
+def refused(ack: Any) -> bool:
+    return (isinstance(ack, list) and len(ack) == 1 and ack[0]["ok"] is False
+            and ack[0]["error"]["code"] == "bad_request")
+
+
+# -- 1. reserved event names --------------------------------------------------------
+
+
+async def test_reserved_event_names_are_refused_and_never_re_run_connect_or_disconnect(
+    cluster: ServerFactory, rooms_env: dict[str, str]
+) -> None:
+    server = await cluster.start(**rooms_env)
+    watcher, _ = await connect(server.url, token("watcher"))
+    sock = await RawSocket.connect(server.url, token("alice"))
+    assert (await sock.call("subscribe", {"channel": ROOM}))["ok"]
+    hostile = [
+        ["connect", {}, {"token": token("alice")}],
+        ["connect", {}, {"token": token("mallory", channels=["room:*"])}],
+        ["disconnect", "x"],
+        ["disconnect"],
+        ["connect_error", {"message": "x"}],
+        ["*", {}],
+        [],
+        [7, {}],
+    ]
+    for body in hostile:
+        ack = await raw_call(sock, body)
+        assert refused(ack), (body, ack)
+    # still the same connection, still alice, still subscribed
+    ack = await sock.call("publish", {"channel": ROOM, "type": "t", "data": {"n": 1}})
+    assert ack["ok"], ack
+    await until(lambda: any(e[0] == "event" and e[1]["seq"] == ack["seq"] for e in sock.events),
+                what="the publish delivered to its own subscribed connection")
+    assert [e[1]["sender"] for e in sock.events if e[0] == "event"] == ["alice"]
+    members = (await call(watcher, "presence", {"channel": ROOM}))["members"]
+    assert [(m["user"], m["connections"]) for m in members] == [("alice", 1)]
+    await sock.close()
+
+    async def gone() -> bool:
+        stats = await server_get(server, f"/channels/{ROOM}/stats")
+        present = (await call(watcher, "presence", {"channel": ROOM}))["members"]
+        return stats["subscribers"] == 0 and present == []
+
+    await until_async(gone, what="the closed connection's subscription and presence gone")
+    await watcher.disconnect()
+
+
+async def test_a_disconnect_event_does_not_free_a_slot_of_the_per_user_limit(cluster: ServerFactory) -> None:
+    server = await cluster.start(SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER="2")
+    socks = [await RawSocket.connect(server.url, token("alice")) for _ in range(2)]
+    for sock in socks:
+        assert refused(await raw_call(sock, ["disconnect", "transport close"]))
+    client, rec = new_client()
+    with pytest.raises(Exception):
+        await client.connect(server.url, auth={"token": token("alice")}, transports=["websocket"], wait_timeout=5)
+    assert rec.connect_errors and rec.connect_errors[0]["code"] == "too_many_connections", rec.connect_errors
+    for sock in socks:
+        await sock.close()
+
+
+async def until_async(check: Any, timeout: float = 15, what: str = "condition") -> None:
+    """``until`` for a coroutine check."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.05)
