@@ -145,16 +145,16 @@ class SocketHandlers:
                 and len(conn.channels) + conn.joining >= limit):
             raise AppError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                            f"at most {limit} subscriptions per connection; unsubscribe from one first")
-        conn.joining += 1
+        conn.join_started()  # a refresh now waits for this join to land in conn.channels
         try:
             result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since)
+            if conn.closed:
+                # the socket went away while we were joining: undo, nobody will leave for it
+                await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
+                raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
+            conn.channels.add(msg.channel)
         finally:
-            conn.joining -= 1
-        if conn.closed:
-            # the socket went away while we were joining: undo, nobody will leave for it
-            await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
-            raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
-        conn.channels.add(msg.channel)
+            conn.join_ended()
         return ok(channel=msg.channel, head=result.head, recovered=result.recovered)
 
     async def unsubscribe(self, conn: Connection, msg: UnsubscribeIn) -> dict[str, Any]:

@@ -52,6 +52,13 @@ async def raw_call(sock: RawSocket, frame_body: list[Any], timeout: float = 10) 
                 return json.loads(frame[len(f"43{ack_id}"):])
 
 
+async def read_until(sock: RawSocket, found: Any, timeout: float = 15) -> None:
+    """Read frames until an event for which ``found(event)`` holds has been received."""
+    async with asyncio.timeout(timeout):
+        while not any(found(e) for e in sock.events):
+            await sock._next()  # noqa: SLF001
+
+
 def refused(ack: Any) -> bool:
     return (isinstance(ack, list) and len(ack) == 1 and ack[0]["ok"] is False
             and ack[0]["error"]["code"] == "bad_request")
@@ -83,8 +90,7 @@ async def test_reserved_event_names_are_refused_and_never_re_run_connect_or_disc
     # still the same connection, still alice, still subscribed
     ack = await sock.call("publish", {"channel": ROOM, "type": "t", "data": {"n": 1}})
     assert ack["ok"], ack
-    await until(lambda: any(e[0] == "event" and e[1]["seq"] == ack["seq"] for e in sock.events),
-                what="the publish delivered to its own subscribed connection")
+    await read_until(sock, lambda e: e[0] == "event" and e[1]["seq"] == ack["seq"])
     assert [e[1]["sender"] for e in sock.events if e[0] == "event"] == ["alice"]
     members = (await call(watcher, "presence", {"channel": ROOM}))["members"]
     assert [(m["user"], m["connections"]) for m in members] == [("alice", 1)]
@@ -119,3 +125,52 @@ async def until_async(check: Any, timeout: float = 15, what: str = "condition") 
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(0.05)
+
+
+# -- 4. subscribe racing a narrowing refresh ---------------------------------------------
+
+
+async def send_together(sock: RawSocket, calls: list[tuple[str, Any]]) -> list[tuple[Any, int]]:
+    """Emit ``calls`` back to back (one write each, no waiting between them); for each,
+    its ack and how many events the socket had received when the ack came."""
+    first = sock._ack + 1  # noqa: SLF001
+    for event, data in calls:
+        sock._ack += 1  # noqa: SLF001
+        await sock.ws.send_str(f"42{sock._ack}" + json.dumps([event, data]))  # noqa: SLF001
+    acks: dict[int, tuple[Any, int]] = {}
+    async with asyncio.timeout(15):
+        while len(acks) < len(calls):
+            frame = await sock._next()  # noqa: SLF001
+            for ack_id in range(first, first + len(calls)):
+                if frame.startswith(f"43{ack_id}["):
+                    acks[ack_id] = (json.loads(frame[len(f"43{ack_id}"):])[0], len(sock.events))
+    return [acks[i] for i in range(first, first + len(calls))]
+
+
+async def test_a_subscribe_racing_a_narrowing_refresh_does_not_keep_the_revoked_channel(
+    cluster: ServerFactory, rooms_env: dict[str, str]
+) -> None:
+    server = await cluster.start(**rooms_env)
+    publisher, _ = await connect(server.url, make_token("backend", role="server"))
+    sock = await RawSocket.connect(server.url, token("alice"))
+    assert (await sock.call("subscribe", {"channel": "room:marker"}))["ok"]
+    narrow = token("alice", channels=["room:*"])
+    for attempt in range(10):
+        channel = f"chat:race{attempt}"
+        (sub_ack, _), (refresh_ack, seen_at_refresh) = await send_together(
+            sock, [("subscribe", {"channel": channel}), ("refresh", {"token": narrow})])
+        assert refresh_ack["ok"], refresh_ack
+        if sub_ack["ok"]:  # decided on the old token: the refresh must take it away again
+            assert refresh_ack["unsubscribed"] == [channel], (attempt, sub_ack, refresh_ack)
+        else:
+            assert sub_ack["error"]["code"] == "permission_denied", sub_ack
+        assert (await call(publisher, "publish", {"channel": channel, "type": "t", "data": {}}))["ok"]
+        marker = await call(publisher, "publish", {"channel": "room:marker", "type": "t", "data": {"i": attempt}})
+        await read_until(sock, lambda e: e[0] == "event" and e[1] == {**e[1], "channel": "room:marker",
+                                                                       "seq": marker["seq"]})
+        late = [e for e in sock.events[seen_at_refresh:] if e[0] == "event" and e[1]["channel"] == channel]
+        assert late == [], (attempt, late)
+        # back to the wide token for the next try
+        assert (await sock.call("refresh", {"token": token("alice")}))["ok"]
+    await sock.close()
+    await publisher.disconnect()
