@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -84,6 +85,14 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         raise AppError(ErrorCode.INVALID_TOKEN, "claim 'info' must be an object")
     exp = claims.get("exp")
     return Principal(sub, tuple(channels), role, float(exp) if exp is not None else None, info)
+
+
+def token_key(token: str) -> str:
+    """A key naming one verified token, for per-token limits: a hash of its signed part
+    (header and claims). The header's spelling never reaches it, and another valid
+    signature of the same claims (ECDSA's ``s`` and ``n - s``) names the same token."""
+    signed, _, _ = token.rpartition(".")
+    return hashlib.sha256(signed.encode()).hexdigest()
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -174,3 +174,21 @@ async def test_a_subscribe_racing_a_narrowing_refresh_does_not_keep_the_revoked_
         assert (await sock.call("refresh", {"token": token("alice")}))["ok"]
     await sock.close()
     await publisher.disconnect()
+
+
+# -- 5. the REST rate limit's key ---------------------------------------------------------
+
+
+async def test_the_rest_rate_limit_counts_a_token_whatever_the_header_spelling(cluster: ServerFactory) -> None:
+    server = await cluster.start(SWITCHBOARD_LIMIT_REST_RATE="0.1", SWITCHBOARD_LIMIT_REST_BURST="4")
+    tok = token("alice")
+    spellings = [f"Bearer {tok}", f"Bearer  {tok}", f"bEaReR {tok}", f"BEARER {tok}", f"bearer {tok} ",
+                 f"Bearer   {tok}  "]
+    statuses: list[int] = []
+    async with aiohttp.ClientSession() as http:
+        for spelling in spellings * 3:
+            async with http.get(f"{server.url}/api/v1/channels/chat:1/events",
+                                headers={"Authorization": spelling}) as r:
+                statuses.append(r.status)
+    assert set(statuses) == {200, 429}
+    assert statuses.count(200) <= 5, statuses  # the burst of one token (and a refill at most)
