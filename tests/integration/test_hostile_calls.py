@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +193,29 @@ async def test_the_rest_rate_limit_counts_a_token_whatever_the_header_spelling(c
                 statuses.append(r.status)
     assert set(statuses) == {200, 429}
     assert statuses.count(200) <= 5, statuses  # the burst of one token (and a refill at most)
+
+
+# -- 8 and 11. names with a trailing newline, dates as strings --------------------------------
+
+
+async def test_a_trailing_newline_names_no_channel_and_a_string_exp_is_an_invalid_token(
+    cluster: ServerFactory,
+) -> None:
+    server = await cluster.start()
+    client, _ = await connect(server.url, token("alice"))
+    for call_name, payload in [("subscribe", {"channel": "chat:x\n"}),
+                               ("publish", {"channel": "chat:x\n", "type": "t", "data": {}})]:
+        ack = await call(client, call_name, payload)
+        assert ack["ok"] is False and ack["error"]["code"] == "invalid_channel", ack
+    ack = await call(client, "publish", {"channel": "chat:x", "type": "t", "data": {}, "client_msg_id": "m\n"})
+    assert ack["ok"] is False and ack["error"]["code"] == "bad_request", ack
+    await client.disconnect()
+    stringly = make_token("alice", channels=["chat:*"], exp=str(int(time.time()) + 3600))
+    refused_client, rec = new_client()
+    with pytest.raises(Exception):
+        await refused_client.connect(server.url, auth={"token": stringly}, transports=["websocket"], wait_timeout=5)
+    assert rec.connect_errors and rec.connect_errors[0]["code"] == "invalid_token", rec.connect_errors
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{server.url}/api/v1/channels/chat:1/events",
+                            headers={"Authorization": f"Bearer {stringly}"}) as r:
+            assert r.status == 401 and (await r.json())["code"] == "invalid_token"
