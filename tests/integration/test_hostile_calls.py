@@ -219,3 +219,47 @@ async def test_a_trailing_newline_names_no_channel_and_a_string_exp_is_an_invali
         async with http.get(f"{server.url}/api/v1/channels/chat:1/events",
                             headers={"Authorization": f"Bearer {stringly}"}) as r:
             assert r.status == 401 and (await r.json())["code"] == "invalid_token"
+
+
+# -- 7b. data nested too deep ------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, Any]:
+    data: dict[str, Any] = {"leaf": True}
+    for _ in range(depth - 1):
+        data = {"a": data}
+    return data
+
+
+async def test_data_nested_too_deep_is_a_bad_request_naming_the_event_and_the_deepest_allowed_travels(
+    cluster: ServerFactory,
+) -> None:
+    server = await cluster.start()
+    watcher, seen = await connect(server.url, token("watcher"))
+    assert (await call(watcher, "subscribe", {"channel": "chat:deep"}))["ok"]
+    client, _ = await connect(server.url, token("alice"))
+    ack = await call(client, "publish", {"channel": "chat:deep", "type": "t", "data": nested(300)})
+    assert ack["ok"] is False and ack["error"]["code"] == "bad_request" and "deeper" in ack["error"]["message"], ack
+    deepest = await call(client, "publish", {"channel": "chat:deep", "type": "t", "data": nested(100)})
+    assert deepest["ok"] and deepest["seq"] == 1, deepest
+    await seen.wait_for_seq("chat:deep", 1)
+    assert seen.events["chat:deep"][0]["data"] == nested(100)
+    async with aiohttp.ClientSession() as http:
+        alice = {"Authorization": f"Bearer {token('alice')}"}
+        url = f"{server.url}/api/v1/channels/chat:deep/events"
+        async with http.post(url, json={"type": "t", "data": nested(300)}, headers=alice) as r:
+            problem = await r.json(content_type=None)
+            assert (r.status, problem["code"]) == (400, "bad_request") and "deeper" in problem["detail"], problem
+        async with http.get(url, headers=alice) as r:
+            page = await r.json()
+            assert r.status == 200 and [e["data"] for e in page["events"]] == [nested(100)]
+        backend = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
+        batch = {"events": [{"channel": "chat:deep", "type": "t", "data": {}},
+                            {"channel": "chat:deep", "type": "t", "data": nested(260)}]}
+        async with http.post(f"{server.url}/api/v1/server/publish", json=batch, headers=backend) as r:
+            problem = await r.json(content_type=None)
+            assert (r.status, problem["code"]) == (400, "bad_request"), problem
+            assert problem["detail"].startswith("events[1]: data nests deeper"), problem
+    assert (await call(client, "history", {"channel": "chat:deep"}))["head"] == 1  # nothing of the refused stored
+    await client.disconnect()
+    await watcher.disconnect()

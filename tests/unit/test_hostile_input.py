@@ -96,3 +96,31 @@ def test_token_key_names_the_signed_part() -> None:
     header, payload, signature = tok.split(".")
     assert token_key(tok) == token_key(f"{header}.{payload}.{signature[::-1]}")  # another signature
     assert token_key(tok) != token_key(signed({"jti": "2"}))
+
+
+# -- 7b. nesting depth ---------------------------------------------------------------------
+
+
+def nested(depth: int, kind: str = "object") -> Any:
+    data: Any = {"leaf": True} if kind == "object" else [1]
+    for _ in range(depth - 1):
+        data = {"a": data} if kind == "object" else [data]
+    return data
+
+
+@pytest.mark.parametrize("kind", ["object", "array"])
+def test_data_deeper_than_the_limit_is_a_bad_request_at_any_depth_orjson_would_fail_on_or_not(kind: str) -> None:
+    from channels.codec import MAX_DATA_DEPTH, encode_data, encode_event
+    from channels.models import Event
+
+    deepest = {"d": nested(MAX_DATA_DEPTH - 1, kind)}
+    encode_data(deepest)
+    encode_event(Event("id", "chat:x", 1, "t", deepest, "alice", 0))  # wrapped in the event: still encodes
+    for depth in (MAX_DATA_DEPTH + 1, 254, 255, 900):
+        with pytest.raises(AppError) as err:
+            encode_data({"d": nested(depth - 1, kind)})
+        assert err.value.code is ErrorCode.BAD_REQUEST and "deeper than" in err.value.message
+    with pytest.raises(AppError) as err:
+        encode_data({"big": 2**70})
+    assert err.value.code is ErrorCode.BAD_REQUEST
+    assert encode_data({"brackets": "[[[[{{{{" * 50}) == b'{"brackets":"' + b"[[[[{{{{" * 50 + b'"}'
