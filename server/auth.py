@@ -17,7 +17,6 @@ from channels.models import Principal
 
 from .config import HMAC_ALGORITHMS, ConfigError, Settings
 
-
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
