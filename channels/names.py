@@ -8,6 +8,8 @@ from .errors import AppError, ErrorCode
 
 MAX_CHANNEL_LENGTH = 200
 # namespace: lowercase letters, digits, '_' and '-'; rest: letters, digits and _ - . : @ = +
+# (matched with fullmatch: re's '$' also matches before a trailing newline, and
+# "chat:x\n" would be a channel of its own that splits log lines)
 CHANNEL_PATTERN = r"^([a-z0-9_-]{1,32}):([A-Za-z0-9_.:@=+-]+)$"
 _CHANNEL_RE = re.compile(CHANNEL_PATTERN)
 
@@ -21,7 +23,7 @@ def validate_channel(name: object) -> str:
             ErrorCode.INVALID_CHANNEL,
             f"channel name is longer than {MAX_CHANNEL_LENGTH} characters",
         )
-    if _CHANNEL_RE.match(name) is None:
+    if _CHANNEL_RE.fullmatch(name) is None:
         raise AppError(
             ErrorCode.INVALID_CHANNEL,
             "channel must look like 'namespace:name': namespace of [a-z0-9_-] (1-32), "

@@ -148,7 +148,7 @@ class ChannelService:
         validate_channel(channel)
         options = self._rules.for_channel(channel)
         authz.require_publish(principal, channel, options)
-        encoded = codec.dumps(data)
+        encoded = codec.encode_data(data)
         size = len(encoded)
         if size > options.max_payload_bytes:
             raise AppError(

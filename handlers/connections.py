@@ -49,6 +49,26 @@ class Connection:
     publish_bucket: TokenBucket | None = None
     closed: bool = False
     close_reason: str | None = None  # set when the server ends the connection on purpose
+    joins_done: asyncio.Future[None] | None = None  # made by a refresh waiting for ``joining`` to be 0
+
+    def join_started(self) -> None:
+        self.joining += 1
+
+    def join_ended(self) -> None:
+        """A subscribe in flight has finished (joined and recorded, or failed)."""
+        self.joining -= 1
+        waiter = self.joins_done
+        if self.joining == 0 and waiter is not None:
+            self.joins_done = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def joins_settled(self) -> None:
+        """Return once no subscribe is in flight; without suspending when none is."""
+        while self.joining:
+            if self.joins_done is None:
+                self.joins_done = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self.joins_done)  # shared by concurrent refreshes: one's cancel is not theirs
 
 
 class Connections:
@@ -135,16 +155,21 @@ class Connections:
     # -- token refresh -------------------------------------------------------------
 
     async def refresh(self, conn: Connection, principal: Principal) -> list[str]:
-        """Swap in a verified token of the same user; unsubscribe what it no longer reads."""
+        """Swap in a verified token of the same user; unsubscribe what it no longer reads,
+        including channels of subscribes still in flight (it waits for them)."""
         if principal.sub != conn.principal.sub:
             raise AppError(ErrorCode.PERMISSION_DENIED, "a refresh token must be for the same user ('sub')")
+        # A subscribe in flight was authorized on the old token and its channel is not in
+        # conn.channels yet: decide once it has landed, or it would keep a channel the
+        # new token may not read. Subscribes that start after the swap below use the new one.
+        await conn.joins_settled()
         dropped = sorted(c for c in conn.channels if not authz.can_read(principal, c))
         conn.principal = principal
-        for channel in dropped:
-            conn.channels.discard(channel)
-            await self._service.drop_connection(principal, conn.sid, [channel])
+        conn.channels.difference_update(dropped)  # before awaiting: a concurrent refresh must not drop them again
         if not conn.closed:
             self._expiry.track(conn.sid, principal.expires_at, time.time())
+        for channel in dropped:
+            await self._service.drop_connection(principal, conn.sid, [channel])
         return dropped
 
     # -- the application's server ----------------------------------------------------

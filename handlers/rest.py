@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from channels.errors import AppError, ErrorCode
 from channels.models import Principal
@@ -17,6 +17,7 @@ from channels.service import ChannelService
 
 from .acks import bad_request
 from .schemas import (
+    ClientMsgId,
     HistoryOut,
     HistoryQuery,
     PresenceOut,
@@ -29,6 +30,7 @@ from .schemas import (
 
 M = TypeVar("M", bound=BaseModel)
 PRINCIPAL = "principal"
+_CLIENT_MSG_ID: TypeAdapter[str] = TypeAdapter(ClientMsgId)
 
 
 def json_response(model: BaseModel, status: int = 200) -> web.Response:
@@ -59,6 +61,15 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         raise bad_request(exc) from None
 
 
+def _valid_id(value: str) -> bool:
+    """Whether ``value`` is a valid ``client_msg_id`` (the same rule as the body's)."""
+    try:
+        _CLIENT_MSG_ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
+
+
 class RestHandlers:
     def __init__(self, service: ChannelService) -> None:
         self._service = service
@@ -84,8 +95,8 @@ class RestHandlers:
         """``POST /channels/{channel}/events``: 201 when stored, 200 for a duplicate."""
         body = await parse_body(request, PublishBody)
         key = request.headers.get("Idempotency-Key")
-        if key is not None and not 1 <= len(key) <= 128:
-            raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 128 characters")
+        if key is not None and not _valid_id(key):
+            raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key must be 1 to 128 characters, none a control character")
         if key is not None and body.client_msg_id is not None and key != body.client_msg_id:
             raise AppError(ErrorCode.BAD_REQUEST, "Idempotency-Key and client_msg_id differ")
         client_msg_id = key if key is not None else body.client_msg_id

@@ -12,8 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from channels.models import MAX_SEQ
 
+# pydantic matches patterns with Rust's regex, whose '$' is the end of the text (not
+# also before a final newline, as in Python's re): "t\n" is refused.
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
-ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# any characters but control characters (a newline in an id would split log lines)
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
 # as answered by subscribe, sync and history ("" while a channel has no history)

@@ -35,6 +35,15 @@ M = TypeVar("M", bound=BaseModel)
 
 InlineHandler = Callable[[str, tuple[object, ...], Reply | None], None]
 
+# Event names python-socketio dispatches to handlers of its own (its reserved_events
+# and the catch-all "*"), and connect_error, which Socket.IO reserves for the server.
+# From a client they would re-run the connect or disconnect handler of its own
+# connection (a second admission, a departure that leaves it connected), so the
+# transport (server/engine.py) hands them over as ``REFUSED_EVENT`` instead.
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "*", *socketio.AsyncServer.reserved_events})
+# A name no call has; a client sending it gets the same refusal.
+REFUSED_EVENT = "\x00refused"
+
 
 class InlineCalls(Protocol):
     """Runs a call's handler as its message is read: ``handler(sid, args, reply)`` must not
@@ -91,6 +100,7 @@ class SocketHandlers:
         sio.on("history", self._guard("history", HistoryIn, self.history))
         sio.on("presence", self._guard("presence", PresenceIn, self.presence))
         sio.on("refresh", self._guard("refresh", RefreshIn, self.refresh))
+        sio.on(REFUSED_EVENT, self.on_refused)
         sio.on("*", self.on_unknown)
 
     # -- connection lifecycle ------------------------------------------------
@@ -121,6 +131,12 @@ class SocketHandlers:
         log.info("unknown event %r from %s", event, sid)
         return fail(AppError(ErrorCode.BAD_REQUEST, f"unknown event {event!r}"))
 
+    async def on_refused(self, sid: str, name: object = None, *_args: object) -> dict[str, Any]:
+        """A client event named like a reserved one (or with no string name): ``name``."""
+        log.info("reserved or unnamed event %r from %s refused", name, sid)
+        what = f"event name {name!r} is reserved" if isinstance(name, str) else "an event needs a string name"
+        return fail(AppError(ErrorCode.BAD_REQUEST, what))
+
     # -- calls -------------------------------------------------------------
 
     async def subscribe(self, conn: Connection, msg: SubscribeIn) -> dict[str, Any]:
@@ -129,16 +145,16 @@ class SocketHandlers:
                 and len(conn.channels) + conn.joining >= limit):
             raise AppError(ErrorCode.TOO_MANY_SUBSCRIPTIONS,
                            f"at most {limit} subscriptions per connection; unsubscribe from one first")
-        conn.joining += 1
+        conn.join_started()  # a refresh now waits for this join to land in conn.channels
         try:
             result = await self._service.subscribe(conn.principal, conn.sid, msg.channel, msg.since, msg.epoch)
+            if conn.closed:
+                # the socket went away while we were joining: undo, nobody will leave for it
+                await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
+                raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
+            conn.channels.add(msg.channel)
         finally:
-            conn.joining -= 1
-        if conn.closed:
-            # the socket went away while we were joining: undo, nobody will leave for it
-            await self._service.drop_connection(conn.principal, conn.sid, [msg.channel])
-            raise AppError(ErrorCode.UNAVAILABLE, "connection closed", temporary=True)
-        conn.channels.add(msg.channel)
+            conn.join_ended()
         return ok(channel=msg.channel, head=result.head, recovered=result.recovered, epoch=result.epoch)
 
     async def unsubscribe(self, conn: Connection, msg: UnsubscribeIn) -> dict[str, Any]:

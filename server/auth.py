@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import re
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -14,6 +16,8 @@ from channels.errors import AppError, ErrorCode
 from channels.models import Principal
 
 from .config import HMAC_ALGORITHMS, ConfigError, Settings
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class TokenVerifier:
@@ -40,10 +44,12 @@ class TokenVerifier:
         """The principal a token proves, or ``AppError`` with missing_token / invalid_token / token_expired."""
         if not token:
             raise AppError(ErrorCode.MISSING_TOKEN, "a JWT is required")
+        key = self._key_for(token)
+        _require_numeric_dates(token)
         try:
             claims = jwt.decode(
                 token,
-                self._key_for(token),
+                key,
                 algorithms=self._algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
@@ -69,6 +75,26 @@ class TokenVerifier:
         return key
 
 
+_NUMERIC_DATES = ("exp", "nbf", "iat")
+_MAX_NUMERIC_DATE = 2**53  # seconds; beyond, floats are inexact (and float(10**400) raises)
+
+
+def _require_numeric_dates(token: str) -> None:
+    """``exp``, ``nbf`` and ``iat`` must be JSON numbers (RFC 7519 NumericDate). PyJWT
+    would take ``"exp": "1700000000"`` (and ``true`` as 1), and fail with an
+    ``OverflowError`` on ``Infinity``. Checked on the unverified claims, before the
+    signature: ``jwt.decode`` verifies everything else right after."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AppError(ErrorCode.INVALID_TOKEN, f"malformed token: {exc}") from None
+    for name in _NUMERIC_DATES:
+        value = claims.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not abs(value) <= _MAX_NUMERIC_DATE):  # also false for NaN
+            raise AppError(ErrorCode.INVALID_TOKEN, f"claim '{name}' must be a number (NumericDate)")
+
+
 def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     sub = claims.get("sub")
     channels = claims.get("channels", [])
@@ -76,6 +102,8 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     info = claims.get("info", {})
     if not isinstance(sub, str) or not sub:
         raise AppError(ErrorCode.INVALID_TOKEN, "claim 'sub' must be a non-empty string")
+    if _CONTROL_CHARS.search(sub):  # it names the user in logs and in its 'user:<sub>' channel
+        raise AppError(ErrorCode.INVALID_TOKEN, "claim 'sub' must not contain control characters")
     if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
         raise AppError(ErrorCode.INVALID_TOKEN, "claim 'channels' must be a list of strings")
     if role is not None and not isinstance(role, str):
@@ -84,6 +112,14 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
         raise AppError(ErrorCode.INVALID_TOKEN, "claim 'info' must be an object")
     exp = claims.get("exp")
     return Principal(sub, tuple(channels), role, float(exp) if exp is not None else None, info)
+
+
+def token_key(token: str) -> str:
+    """A key naming one verified token, for per-token limits: a hash of its signed part
+    (header and claims). The header's spelling never reaches it, and another valid
+    signature of the same claims (ECDSA's ``s`` and ``n - s``) names the same token."""
+    signed, _, _ = token.rpartition(".")
+    return hashlib.sha256(signed.encode()).hexdigest()
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -30,6 +30,8 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
+from handlers.sockets import REFUSED_EVENT, RESERVED_EVENTS
+
 from .delivery import Flusher, _WebSocket
 from .sendqueue import TrackedQueue
 
@@ -266,6 +268,16 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
 
     def _engineio_server_class(self) -> type[LeanEngineIO]:
         return LeanEngineIO
+
+    async def _handle_event(self, eio_sid: str, namespace: str | None, id: int | None, data: Any) -> None:
+        """A client's EVENT packet. python-socketio would run one named ``connect`` or
+        ``disconnect`` as the connection's own connect or disconnect, and fails on one
+        without a name (``42[]``); those go to the handlers as ``REFUSED_EVENT`` with
+        the name as first argument, which answers them as bad requests."""
+        name = data[0] if isinstance(data, list) and data else None
+        if not isinstance(name, str) or name in RESERVED_EVENTS:
+            data = [REFUSED_EVENT, name, *(data[1:] if isinstance(data, list) else ())]
+        await super()._handle_event(eio_sid, namespace, id, data)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         """After a connect is admitted, keep only the part of the handshake's environ

@@ -17,7 +17,7 @@ from channels.models import Principal
 from handlers.rest import PRINCIPAL
 from handlers.schemas import Problem
 
-from .auth import TokenVerifier, bearer_token
+from .auth import TokenVerifier, bearer_token, token_key
 
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -44,6 +44,7 @@ STATUS = {
 }
 _HTTP_CODES = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}
 PUBLIC = frozenset({"/api/v1/openapi.json"})
+TOKEN_KEY = "token_key"  # request key: ``token_key`` of the request's verified token
 
 
 def problem(error: AppError) -> web.Response:
@@ -105,20 +106,24 @@ def auth_middleware(verifier: TokenVerifier) -> Middleware:
     @web.middleware
     def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         if request.path.startswith("/api/v1/") and request.method != "OPTIONS" and request.path not in PUBLIC:
-            request[PRINCIPAL] = verifier.verify(bearer_token(request.headers.get("Authorization")))
+            token = bearer_token(request.headers.get("Authorization"))
+            request[PRINCIPAL] = verifier.verify(token)
+            request[TOKEN_KEY] = token_key(token or "")
         return handler(request)
 
     return middleware
 
 
 def rate_limit_middleware(buckets: KeyedBuckets | None) -> Middleware:
-    """REST requests per token (``rate_limited``, 429 with ``Retry-After``); server tokens are exempt."""
+    """REST requests per token (``rate_limited``, 429 with ``Retry-After``); server tokens are exempt.
+    Keyed on the verified token (``token_key``), never on the header's text: every
+    spelling of ``Authorization`` would otherwise get a bucket of its own."""
 
     @web.middleware
     def middleware(request: web.Request, handler: Handler) -> Awaitable[web.StreamResponse]:
         who = request.get(PRINCIPAL)
         if buckets is not None and isinstance(who, Principal) and not who.is_server:
-            retry = buckets.take(request.headers.get("Authorization", ""), time.monotonic())
+            retry = buckets.take(request[TOKEN_KEY], time.monotonic())
             if retry:
                 raise AppError(ErrorCode.RATE_LIMITED, "too many requests with this token; retry later",
                                retry_after=retry)

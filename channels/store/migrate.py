@@ -56,7 +56,7 @@ def load_migrations(dialect: str) -> list[Migration]:
     folder = resources.files("channels.store").joinpath("migrations").joinpath(dialect)
     found: list[Migration] = []
     for entry in folder.iterdir():
-        match = _FILE_RE.match(entry.name)
+        match = _FILE_RE.fullmatch(entry.name)
         if match is not None:
             found.append(Migration(int(match[1]), match[2], entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)

@@ -97,8 +97,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 async def test_subscribe_publish_and_receive_in_order_with_acks(harness: Harness) -> None:
     await harness.connect("s1", "alice")
     await harness.connect("s2", "bob")
-    assert await harness.call("s2", "subscribe", {"channel": CH}) == {
-        "ok": True, "channel": CH, "head": 0, "recovered": True}
+    joined = await harness.call("s2", "subscribe", {"channel": CH})
+    assert joined == {"ok": True, "channel": CH, "head": 0, "recovered": True, "epoch": joined["epoch"]}
+    assert len(joined["epoch"]) == 12
     acks = [await harness.call("s1", "publish", {"channel": CH, "type": "msg", "data": {"i": i}}) for i in range(5)]
     assert [a["seq"] for a in acks] == [1, 2, 3, 4, 5] and all(a["ok"] and not a["duplicate"] for a in acks)
     await until(lambda: len(harness.received("s2")) >= 5)
