@@ -87,7 +87,8 @@ def create_app(settings: Settings) -> web.Application:
         on_commit=on_commit,
         telemetry=telemetry,
     )
-    limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels,
+    limits = ServiceLimits(history_max_limit=settings.history_max_limit, history_max_bytes=settings.history_page_bytes,
+                           sync_max_channels=settings.sync_max_channels,
                            batch_max_events=settings.server_batch_max_events)
     service = ChannelService(store, writer, fanout, rules, tracker, limits, telemetry)
 

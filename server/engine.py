@@ -30,7 +30,7 @@ from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
 
-from .delivery import Flusher, _WebSocket
+from .delivery import Flusher, SendBound, _WebSocket
 from .sendqueue import TrackedQueue
 
 
@@ -231,6 +231,8 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     websocket_compression = False
     # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
     inline: Callable[[str, str], bool] | None = None
+    # every socket's send bound (installed by QueueDelivery, server/delivery.py)
+    send_bound: SendBound | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -239,6 +241,18 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         # a copy: the driver's table is module state shared by every server
         drivers: dict[str, Any] = getattr(self, "_async")
         self._async = {**drivers, "websocket": _websocket}
+
+    async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
+        """engineio's send, within the socket's send bound: python-socketio sends every
+        ack, call reply and emit through here. Over the bound the message is dropped
+        (the socket is being cut off as a slow consumer)."""
+        bound = self.send_bound
+        socket = self.sockets.get(sid)
+        if bound is not None and socket is not None and pkt.packet_type == eio_packet.MESSAGE:
+            data = pkt.data
+            if not bound.admit(socket, len(data) if isinstance(data, (str, bytes)) else 0):
+                return
+        await super().send_packet(sid, pkt)
 
     def create_queue(self, *args: Any, **kwargs: Any) -> TrackedQueue:
         return TrackedQueue(*args, **kwargs)

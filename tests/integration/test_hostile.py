@@ -1,0 +1,116 @@
+"""Issue 10, hostile clients, on real instances (PostgreSQL + Redis): what a client
+that does not play by the protocol costs the server, and that it is cut off by a
+limit instead of absorbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.support.rawsocket import RawSocket, rss_kib
+from tests.support.servers import ServerFactory, ServerProcess, make_token
+
+BIG = "chat:big"
+READER = make_token("reader", channels=["chat:*"])
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"waited {timeout}s for {what}")
+
+
+async def metrics(server: ServerProcess) -> str:
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/metrics") as r:
+        return await r.text()
+
+
+async def fill(server: ServerProcess, channel: str, events: int, size: int) -> None:
+    """``events`` events of about ``size`` bytes each, through the server-to-server batch API."""
+    backend = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
+    per_batch = max(1, (3 << 20) // (size + 200))
+    async with aiohttp.ClientSession(headers=backend) as http:
+        for start in range(0, events, per_batch):
+            batch = [{"channel": channel, "type": "t", "data": {"i": i, "b": "x" * size}}
+                     for i in range(start, min(events, start + per_batch))]
+            async with http.post(server.url + "/api/v1/server/publish", json={"events": batch}) as r:
+                assert r.status == 200, await r.text()
+
+
+def reset_peak(pid: int) -> None:
+    Path(f"/proc/{pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+
+
+# -- 2. replies count against the send bound; history pages are bounded -------------------
+
+HISTORY_CALLS = 15
+EVENTS = 200
+EVENT_BYTES = 60_000  # 12 MB of history: each `history {limit: 1000}` asks for all of it
+RSS_BOUND_MIB = 40  # measured +6.8 MiB with 1,000 such events; the old code grew +1,071 MiB
+
+
+async def test_a_client_that_does_not_read_is_cut_off_whatever_it_asks_for(cluster: ServerFactory) -> None:
+    server = await cluster.start()
+    await fill(server, BIG, EVENTS, EVENT_BYTES)
+    stalled = await RawSocket.connect(server.url, READER)
+    pid = server.proc.pid
+    before = rss_kib(pid)
+    reset_peak(pid)
+    for ack_id in range(1, HISTORY_CALLS + 1):  # ... and it never reads
+        await stalled.ws.send_str(f"42{ack_id}" + json.dumps(["history", {"channel": BIG, "limit": 1000}]))
+
+    async def cut_off() -> bool:
+        return 'switchboard_disconnects_total{reason="slow_consumer"} 1.0' in await metrics(server)
+
+    await wait_until(cut_off, 30, "the stalled client to be cut off as slow_consumer")
+    grew_mib = (rss_kib(pid, "VmHWM") - before) / 1024
+    assert grew_mib < RSS_BOUND_MIB, f"peak RSS grew {grew_mib:.1f} MiB (bound {RSS_BOUND_MIB})"
+    await stalled.read_all(timeout=15)  # it wakes up: the replies that fitted, then why it was cut
+    assert [e[1]["code"] for e in stalled.events if e[0] == "closing"] == ["slow_consumer"]
+    assert stalled.closed
+    await stalled.close()
+
+
+async def test_history_pages_are_bounded_in_bytes_and_continue_where_they_stopped(cluster: ServerFactory) -> None:
+    server = await cluster.start(SWITCHBOARD_HISTORY_MAX_BYTES="300000")
+    await fill(server, BIG, 60, EVENT_BYTES)
+    pid = server.proc.pid
+    auth = {"Authorization": f"Bearer {READER}"}
+    async with aiohttp.ClientSession(headers=auth) as http:
+        async def page(after: int) -> tuple[dict[str, object], int]:
+            async with http.get(f"{server.url}/api/v1/channels/{BIG}/events?after={after}&limit=1000") as r:
+                assert r.status == 200
+                body = await r.read()
+                return json.loads(body), len(body)
+
+        before = rss_kib(pid)
+        reset_peak(pid)
+        pages = await asyncio.gather(*(page(0) for _ in range(10)))  # the probe: ten at once
+        grew_mib = (rss_kib(pid, "VmHWM") - before) / 1024
+        first, size = pages[0]
+        assert size < 300_000 + 4096, size
+        assert first["next_after"] == first["events"][-1]["seq"] < 60  # type: ignore[index]
+        assert grew_mib < 20, f"ten concurrent pages grew peak RSS {grew_mib:.1f} MiB"
+        seqs: list[int] = []
+        after: object = 0
+        while after is not None:  # paging on gets every event once, in order
+            got, _ = await page(int(after))  # type: ignore[call-overload]
+            seqs += [e["seq"] for e in got["events"]]  # type: ignore[attr-defined]
+            after = got["next_after"]
+        assert seqs == list(range(1, 61))
+        async with http.get(f"{server.url}/api/v1/channels/{BIG}/events?limit=1000") as r:
+            latest = await r.json()  # newest first: the newest events that fit, head included
+        assert latest["events"][-1]["seq"] == 60 and 1 < latest["events"][0]["seq"]
+    stalled = await RawSocket.connect(server.url, READER)
+    ack = await stalled.call("history", {"channel": BIG, "after": 0, "limit": 1000})
+    assert ack["ok"] and ack["next_after"] == ack["events"][-1]["seq"] < 60  # the socket's pages too
+    await stalled.close()
