@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     send_queue_max_messages: int = Field(default=1000, ge=10)  # per socket
     send_queue_max_bytes: int = Field(default=1024 * 1024, ge=4096)  # per socket
     send_queue_close_grace: float = Field(default=10.0, ge=0)  # slow consumer: abort TCP after
+    # -- hostile clients (issue 10) ----------------------------------------------------
+    max_attachments: int = Field(default=4, ge=0)  # binary attachments per Socket.IO packet; 0: none
+    attachment_timeout: float = Field(default=10.0, gt=0)  # for all of a packet's attachments to arrive
     server_batch_max_events: int = Field(default=500, ge=1)  # POST /api/v1/server/publish
     server_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 

@@ -22,6 +22,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import engineio
@@ -29,8 +30,10 @@ import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio.async_socket import AsyncSocket
+from socketio import packet as sio_packet
 
 from .delivery import Flusher, SendBound, _WebSocket
+from .protocol import AttachmentLimits, PendingBinary, ProtocolError, ProtocolErrors, check_binary_header
 from .sendqueue import TrackedQueue
 
 
@@ -271,15 +274,117 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
 _HANDSHAKE_KEYS = ("HTTP_AUTHORIZATION", "QUERY_STRING", "HTTP_X_FORWARDED_FOR", "aiohttp.request")
 
 
-class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
-    """python-socketio's server on ``LeanEngineIO``."""
+_BINARY = (sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK)
 
-    def __init__(self, *args: Any, websocket_compression: bool = False, **kwargs: Any) -> None:
+
+class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on ``LeanEngineIO``, strict about the protocol
+    (server/protocol.py): what breaks it is reported once and counted, not raised."""
+
+    def __init__(
+        self,
+        *args: Any,
+        websocket_compression: bool = False,
+        attachments: AttachmentLimits = AttachmentLimits(),
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.eio.websocket_compression = websocket_compression
+        self.attachments = attachments
+        self.protocol_errors = ProtocolErrors()
+        self._pending: dict[str, PendingBinary] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
     def _engineio_server_class(self) -> type[LeanEngineIO]:
         return LeanEngineIO
+
+    async def _handle_eio_message(self, eio_sid: str, data: str | bytes) -> None:
+        """python-socketio's dispatch of one Engine.IO message, with every way a client's
+        packet can break the protocol reported (``ProtocolErrors``) instead of raised
+        (python-socketio logs a traceback for each), and binary packets bounded."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closing or socket.closed:
+            return  # ended (perhaps for a protocol error): what is still in flight is dropped
+        try:
+            await self._dispatch(eio_sid, data)
+        except ProtocolError as exc:
+            self.protocol_errors.report(eio_sid, exc)
+            if exc.close:
+                self._drop_pending(eio_sid)
+                await self._end_session(eio_sid)
+
+    async def _dispatch(self, eio_sid: str, data: str | bytes) -> None:
+        pending = self._pending.get(eio_sid)
+        if pending is not None:
+            if pending.add(data, self.attachments):
+                self._drop_pending(eio_sid)
+                pkt = pending.packet
+                handle = self._handle_event if pkt.packet_type == sio_packet.BINARY_EVENT else self._handle_ack
+                await handle(eio_sid, pkt.namespace, pkt.id, pkt.data)
+            return
+        if not isinstance(data, str):
+            raise ProtocolError("unexpected_binary", "a binary message no binary packet announced")
+        binary = data[:1] in ("5", "6")
+        if binary:
+            check_binary_header(data, self.attachments)
+        try:
+            pkt = self.packet_class(encoded_packet=data)
+        except Exception as exc:  # decoding the client's bytes: its error, not ours
+            raise ProtocolError("undecodable", f"undecodable packet: {exc}", close=binary) from None
+        kind = pkt.packet_type
+        if kind == sio_packet.CONNECT:
+            await self._handle_connect(eio_sid, pkt.namespace, pkt.data)
+            return
+        if kind == sio_packet.DISCONNECT:
+            await self._handle_disconnect(eio_sid, pkt.namespace, self.reason.CLIENT_DISCONNECT)
+            return
+        if kind not in (sio_packet.EVENT, sio_packet.ACK, *_BINARY):
+            raise ProtocolError("unknown_packet", f"packet type {kind} is not sent by clients", close=binary)
+        sid = self.manager.sid_from_eio_sid(eio_sid, pkt.namespace or "/")
+        if sid is None or not self.manager.is_connected(sid, pkt.namespace or "/"):
+            raise ProtocolError("not_connected", f"a packet for namespace {pkt.namespace or '/'} before connecting to it",
+                                close=binary)
+        if kind in (sio_packet.EVENT, sio_packet.BINARY_EVENT):
+            if type(pkt.data) is not list or not pkt.data or type(pkt.data[0]) is not str:
+                raise ProtocolError("bad_event", "an event is a JSON array starting with its name", close=binary)
+        elif pkt.id is None or pkt.id not in self.manager.callbacks.get(sid, {}):
+            raise ProtocolError("unexpected_ack", "an ack for no call of the server's", close=binary)
+        if binary:
+            self._pending[eio_sid] = PendingBinary(pkt, self.attachments.timeout, partial(self._expire, eio_sid, pkt))
+        elif kind == sio_packet.EVENT:
+            await self._handle_event(eio_sid, pkt.namespace, pkt.id, pkt.data)
+        else:
+            await self._handle_ack(eio_sid, pkt.namespace, pkt.id, pkt.data)
+
+    def _expire(self, eio_sid: str, pkt: Any) -> None:
+        pending = self._pending.get(eio_sid)
+        if pending is None or pending.packet is not pkt:
+            return
+        self.protocol_errors.report(eio_sid, ProtocolError(
+            "attachment_timeout", f"binary attachments not complete within {self.attachments.timeout:g}s", close=True))
+        self._drop_pending(eio_sid)
+        task = asyncio.get_running_loop().create_task(self._end_session(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def _drop_pending(self, eio_sid: str) -> None:
+        pending = self._pending.pop(eio_sid, None)
+        if pending is not None:
+            pending.cancel()
+
+    async def _end_session(self, eio_sid: str) -> None:
+        """Close the Engine.IO session (its disconnect handlers run) and its transport:
+        the CLOSE packet goes out behind what it was sent, then the websocket closes."""
+        socket = self.eio.sockets.get(eio_sid)
+        if socket is None or socket.closed or socket.closing:
+            return
+        await socket.close(wait=False, abort=False, reason=self.reason.SERVER_DISCONNECT)
+        socket.queue.put_nowait(None)  # ends the websocket's writer, which then closes it
+
+    async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        self._drop_pending(eio_sid)
+        self.protocol_errors.forget(eio_sid)
+        await super()._handle_eio_disconnect(eio_sid, reason)
 
     async def _handle_connect(self, eio_sid: str, namespace: str | None, data: Any) -> None:
         """After a connect is admitted, keep only the part of the handshake's environ

@@ -114,3 +114,99 @@ async def test_history_pages_are_bounded_in_bytes_and_continue_where_they_stoppe
     ack = await stalled.call("history", {"channel": BIG, "after": 0, "limit": 1000})
     assert ack["ok"] and ack["next_after"] == ack["events"][-1]["seq"] < 60  # the socket's pages too
     await stalled.close()
+
+
+# -- 3 and 6. binary attachments are bounded; protocol errors are logged once, counted ----------
+
+async def raw_ws(server: ServerProcess, http: aiohttp.ClientSession, *, join: bool) -> aiohttp.ClientWebSocketResponse:
+    ws = await http.ws_connect(server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket")
+    assert (await ws.receive_str()).startswith("0")
+    if join:
+        await ws.send_str("40" + json.dumps({"token": READER}))
+        assert (await ws.receive_str()).startswith("40")
+    return ws
+
+
+async def closed_within(ws: aiohttp.ClientWebSocketResponse, timeout: float) -> bool:
+    """True when the server ends the session (Engine.IO CLOSE or the websocket closes) in time."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                msg = await ws.receive()
+                if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING,
+                                aiohttp.WSMsgType.ERROR) or msg.data == "1":
+                    return True
+                if msg.data == "2":
+                    await ws.send_str("3")
+    except TimeoutError:
+        return False
+
+
+def log_text(server: ServerProcess) -> str:
+    return server.log_path.read_text(errors="replace")
+
+
+async def test_binary_attachments_are_bounded_and_bad_headers_end_the_connection(embedded: ServerFactory) -> None:
+    server = await embedded.start(SWITCHBOARD_ATTACHMENT_TIMEOUT="1")
+    placeholder = json.dumps(["publish", {"_placeholder": True, "num": 0}])
+    async with aiohttp.ClientSession() as http:
+        for header in ["459999999999-" + placeholder, "45", "46", "451-", "45x-" + placeholder]:
+            ws = await raw_ws(server, http, join=True)
+            await ws.send_str(header)
+            for _ in range(3):  # what the old code kept as attachments, until close
+                if ws.closed:
+                    break
+                await ws.send_bytes(b"\0" * 65536)
+            assert await closed_within(ws, 5), f"{header[:20]!r} did not end the connection"
+            await ws.close()
+        ws = await raw_ws(server, http, join=True)  # four announced, but more bytes than one message may hold
+        await ws.send_str("454-" + json.dumps(["publish", [{"_placeholder": True, "num": i} for i in range(4)]]))
+        for _ in range(4):
+            if not ws.closed:
+                await ws.send_bytes(b"\0" * 60_000)
+        assert await closed_within(ws, 5), "attachments over the message cap did not end the connection"
+        await ws.close()
+        ws = await raw_ws(server, http, join=True)  # announced, never sent: ends after the timeout
+        await ws.send_str("451-" + placeholder)
+        assert await closed_within(ws, 10), "an unfinished binary packet was not timed out"
+        await ws.close()
+        ws = await raw_ws(server, http, join=True)  # a complete, small binary packet is still just a bad call
+        await ws.send_str("451-7" + placeholder)
+        await ws.send_bytes(b"\x01\x02")
+        async with asyncio.timeout(5):
+            reply = await ws.receive_str()
+        assert reply.startswith("437[") and json.loads(reply[3:])[0]["error"]["code"] == "bad_request", reply
+        await ws.close()
+    text = log_text(server)
+    assert "Traceback" not in text
+    for kind in ("too_many_attachments", "bad_binary_header", "attachments_too_large", "attachment_timeout"):
+        assert f"({kind})" in text, kind
+
+
+async def test_protocol_errors_are_logged_once_per_connection_without_traceback_and_counted(
+    embedded: ServerFactory,
+) -> None:
+    server = await embedded.start()
+    garbage = ['42["publish", {broken', "4Z", '42{"not":"a list"}', "42[123]", '43["x"]', "42[]", "4"]
+    async with aiohttp.ClientSession() as http:
+        anonymous = await raw_ws(server, http, join=False)  # never sends 40
+        joined = await raw_ws(server, http, join=True)
+        for _ in range(50):
+            for text in garbage:
+                await anonymous.send_str(text)
+                await joined.send_str(text)
+        await joined.send_str('429["history",{"channel":"chat:after"}]')  # still served after all that
+        async with asyncio.timeout(10):
+            while not (reply := await joined.receive_str()).startswith("439"):
+                pass
+        assert json.loads(reply[3:])[0]["ok"] is True
+        text = await metrics(server)
+        for ws in (anonymous, joined):
+            await ws.close()
+    log = log_text(server)
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert log.count("protocol error from session") == 2, log[-3000:]
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("switchboard_protocol_errors_total{"))
+    assert counted == 2 * 50 * len(garbage), text
+    assert 'switchboard_protocol_errors_total{kind="not_connected"}' in text
