@@ -29,7 +29,9 @@ import engineio
 import socketio
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
+from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
+from aiohttp import web
 from socketio import packet as sio_packet
 
 from .delivery import Flusher, SendBound, _WebSocket
@@ -230,6 +232,30 @@ def _websocket(handler: Any, server: Any) -> _WebSocket:
     return _WebSocket(types.MethodType(websocket_session, handler.__self__), server)
 
 
+_BODY = "switchboard.polling_body"  # a polling POST's body, read and checked before engineio sees it
+
+
+class _Body:
+    """The ``wsgi.input`` of a polling POST whose body was already read."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    async def read(self, n: int = -1) -> bytes:
+        data, self._data = self._data, b""
+        return data
+
+
+def _translate_request(base: Callable[[web.Request], dict[str, Any]], request: web.Request) -> dict[str, Any]:
+    environ = base(request)
+    body = request.get(_BODY)
+    if body is not None:
+        environ["wsgi.input"] = _Body(body)
+    return environ
+
+
 class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     websocket_compression = False
     # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
@@ -243,7 +269,30 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.pings = PingClock(self.ping_interval)
         # a copy: the driver's table is module state shared by every server
         drivers: dict[str, Any] = getattr(self, "_async")
-        self._async = {**drivers, "websocket": _websocket}
+        self._async = {**drivers, "websocket": _websocket,
+                       "translate_request": partial(_translate_request, drivers["translate_request"])}
+        self.protocol_errors = ProtocolErrors()  # the Socket.IO server shares its own
+
+    async def handle_request(self, request: web.Request) -> web.StreamResponse:
+        """engineio's entry point, answering 400 (as the Engine.IO protocol says) where
+        engineio raised (a 500 with a traceback) or logged a traceback: a POST to a
+        session that has closed, and a polling body that is not an Engine.IO payload."""
+        sid = request.query.get("sid")
+        socket = self.sockets.get(sid) if sid is not None else None
+        if socket is not None and socket.closed:
+            # engineio's _get_socket drops it too, but raising KeyError where a POST
+            # does not catch it; unknown, it is an "Invalid session" (400)
+            del self.sockets[sid]
+        elif socket is not None and request.method == "POST":
+            body = await request.read()  # at most client_max_size, the message cap (else 413)
+            try:
+                eio_payload.Payload(encoded_payload=body.decode("utf-8"))
+            except Exception as exc:  # the client's bytes, not our bug
+                self.protocol_errors.report(socket.sid, ProtocolError("bad_payload", f"polling body: {exc}"))
+                return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
+            request[_BODY] = body
+        response: web.StreamResponse = await super().handle_request(request)
+        return response
 
     async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
         """engineio's send, within the socket's send bound: python-socketio sends every
@@ -291,7 +340,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
         self.eio.websocket_compression = websocket_compression
         self.attachments = attachments
-        self.protocol_errors = ProtocolErrors()
+        self.protocol_errors: ProtocolErrors = self.eio.protocol_errors
         self._pending: dict[str, PendingBinary] = {}
         self._closing: set[asyncio.Task[None]] = set()
 

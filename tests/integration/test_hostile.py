@@ -210,3 +210,38 @@ async def test_protocol_errors_are_logged_once_per_connection_without_traceback_
                   if line.startswith("switchboard_protocol_errors_total{"))
     assert counted == 2 * 50 * len(garbage), text
     assert 'switchboard_protocol_errors_total{kind="not_connected"}' in text
+
+
+# -- 7a. no 500 from the Engine.IO endpoint -------------------------------------------------
+
+async def open_polling(http: aiohttp.ClientSession, url: str) -> str:
+    async with http.get(url + "/socket.io/?EIO=4&transport=polling") as r:
+        assert r.status == 200
+        return str(json.loads((await r.text())[1:])["sid"])
+
+
+async def test_the_engineio_endpoint_answers_bad_requests_with_400_never_500(embedded: ServerFactory) -> None:
+    server = await embedded.start()
+    base = server.url + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession() as http:
+        sid = await open_polling(http, server.url)
+        async with http.post(f"{base}&sid={sid}", data="1") as r:  # the client closes its session
+            assert r.status == 200
+        statuses: dict[str, int] = {}
+        for name, method, query, body in [
+            ("post after close", "POST", f"&sid={sid}", "40"),
+            ("get after close", "GET", f"&sid={sid}", None),
+            ("post unknown sid", "POST", "&sid=nope", "40"),
+            ("bad jsonp", "GET", "&j=x", None),
+            ("bad transport", "GET", "&transport=carrier-pigeon", None),
+        ]:
+            async with http.request(method, base + query, data=body) as r:
+                statuses[name] = r.status
+        open_sid = await open_polling(http, server.url)
+        for name, body in [("not utf-8", b"\xff\xfe\x00"), ("bad payload", b"b!!!!\x1e42[]"), ("empty", b"")]:
+            async with http.post(f"{base}&sid={open_sid}", data=body) as r:
+                statuses[name] = r.status
+    assert all(status < 500 for status in statuses.values()), statuses
+    assert statuses["post after close"] == statuses["get after close"] == statuses["post unknown sid"] == 400, statuses
+    log = log_text(server)
+    assert "Traceback" not in log, log[-3000:]
