@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> web.Application:
     presence = open_presence(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.presence_timeout)
     sio = build_sio(settings)
     sio.protocol_errors.count = telemetry.protocol_error
+    sio.eio.refused = telemetry.refused
 
     def on_slow_consumer(sid: str) -> None:
         slow_consumers(sid)  # bound below, before the server accepts any connection

@@ -21,7 +21,7 @@ import asyncio
 import time
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -35,6 +35,7 @@ from aiohttp import web
 from socketio import packet as sio_packet
 
 from .delivery import Flusher, SendBound, _WebSocket
+from .handshake import Handshakes
 from .protocol import AttachmentLimits, PendingBinary, ProtocolError, ProtocolErrors, check_binary_header
 from .sendqueue import TrackedQueue
 
@@ -262,6 +263,10 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     inline: Callable[[str, str], bool] | None = None
     # every socket's send bound (installed by QueueDelivery, server/delivery.py)
     send_bound: SendBound | None = None
+    # sessions not yet connected to the namespace (the Socket.IO server installs them)
+    handshakes: Handshakes | None = None
+    client_ip: Callable[[Mapping[str, Any]], str] = staticmethod(lambda environ: "unknown")  # noqa: E731
+    refused: Callable[[str], None] | None = None  # counts a refused session by its code
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -279,6 +284,9 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         session that has closed, and a polling body that is not an Engine.IO payload."""
         sid = request.query.get("sid")
         socket = self.sockets.get(sid) if sid is not None else None
+        if sid is None and request.method == "GET" and self._too_many_sessions(request):
+            return web.Response(status=429, text='"too many sessions from your address"', content_type="text/plain",
+                                headers={"Retry-After": str(max(1, round(self.handshakes.timeout if self.handshakes else 1)))})
         if socket is not None and socket.closed:
             # engineio's _get_socket drops it too, but raising KeyError where a POST
             # does not catch it; unknown, it is an "Invalid session" (400)
@@ -305,6 +313,17 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             if not bound.admit(socket, len(data) if isinstance(data, (str, bytes)) else 0):
                 return
         await super().send_packet(sid, pkt)
+
+    def _too_many_sessions(self, request: web.Request) -> bool:
+        """A new session from an address that holds its cap of sessions not yet connected."""
+        if self.handshakes is None:
+            return False
+        environ = {"aiohttp.request": request, "HTTP_X_FORWARDED_FOR": request.headers.get("X-Forwarded-For", "")}
+        if not self.handshakes.full(self.client_ip(environ)):
+            return False
+        if self.refused is not None:
+            self.refused("too_many_sessions")
+        return True
 
     def create_queue(self, *args: Any, **kwargs: Any) -> TrackedQueue:
         return TrackedQueue(*args, **kwargs)
@@ -335,10 +354,20 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         *args: Any,
         websocket_compression: bool = False,
         attachments: AttachmentLimits = AttachmentLimits(),
+        connect_timeout: float = 10.0,
+        sessions_per_ip: int = 0,
+        client_ip: Callable[[Mapping[str, Any]], str] | None = None,
         **kwargs: Any,
     ) -> None:
+        """``connect_timeout``: seconds an Engine.IO session has to connect to the namespace;
+        ``sessions_per_ip``: most such sessions one client IP may hold (0: no cap),
+        ``client_ip`` telling the IP from a request's environ (server/handshake.py)."""
         super().__init__(*args, **kwargs)
         self.eio.websocket_compression = websocket_compression
+        self.handshakes = Handshakes(connect_timeout, sessions_per_ip, self._handshake_expired)
+        self.eio.handshakes = self.handshakes
+        if client_ip is not None:
+            self.eio.client_ip = client_ip
         self.attachments = attachments
         self.protocol_errors: ProtocolErrors = self.eio.protocol_errors
         self._pending: dict[str, PendingBinary] = {}
@@ -429,8 +458,23 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
             return
         await socket.close(wait=False, abort=False, reason=self.reason.SERVER_DISCONNECT)
         socket.queue.put_nowait(None)  # ends the websocket's writer, which then closes it
+        self.eio.sockets.pop(eio_sid, None)  # a later poll or POST is an unknown session (400)
+
+    async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
+        await super()._handle_eio_connect(eio_sid, environ)
+        self.handshakes.opened(eio_sid, self.eio.client_ip(environ))
+
+    def _handshake_expired(self, eio_sid: str) -> None:
+        """No namespace connect within the deadline: the session is closed (counted, not
+        logged: a phone that lost its network mid-handshake looks the same)."""
+        if self.protocol_errors.count is not None:
+            self.protocol_errors.count("connect_timeout")
+        task = asyncio.get_running_loop().create_task(self._end_session(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
+        self.handshakes.done(eio_sid)
         self._drop_pending(eio_sid)
         self.protocol_errors.forget(eio_sid)
         await super()._handle_eio_disconnect(eio_sid, reason)
@@ -444,6 +488,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         environ: dict[str, Any] | None = self.environ.get(eio_sid)
         if environ is None or self.manager.sid_from_eio_sid(eio_sid, namespace or "/") is None:
             return  # refused: a retry reads all of it
+        self.handshakes.done(eio_sid)
         kept = {key: environ[key] for key in _HANDSHAKE_KEYS if key in environ}
         if len(kept) < len(environ):
             environ.clear()

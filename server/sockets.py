@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -57,6 +58,9 @@ def build_sio(settings: Settings) -> LeanSocketIO:
         websocket_compression=settings.websocket_compression,
         attachments=AttachmentLimits(settings.max_attachments, settings.transport_max_message_bytes,
                                      settings.attachment_timeout),
+        connect_timeout=settings.connect_timeout,
+        sessions_per_ip=settings.limit_pending_sessions_per_ip,
+        client_ip=partial(client_ip, trust_forwarded_for=settings.trust_forwarded_for),
         json=_OrjsonJson,
         cors_allowed_origins=origins,
         max_http_buffer_size=settings.transport_max_message_bytes,

@@ -245,3 +245,42 @@ async def test_the_engineio_endpoint_answers_bad_requests_with_400_never_500(emb
     assert statuses["post after close"] == statuses["get after close"] == statuses["post unknown sid"] == 400, statuses
     log = log_text(server)
     assert "Traceback" not in log, log[-3000:]
+
+
+# -- 9. sessions that never connect are closed, and capped per IP ----------------------------
+
+async def test_sessions_that_never_send_40_are_closed_after_the_deadline_and_capped_per_ip(
+    embedded: ServerFactory,
+) -> None:
+    server = await embedded.start(SWITCHBOARD_CONNECT_TIMEOUT="1", SWITCHBOARD_LIMIT_PENDING_SESSIONS_PER_IP="5",
+                                  SWITCHBOARD_TRUST_FORWARDED_FOR="true")
+    ws_url = server.url.replace("http", "ws") + "/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as http:
+        async def session(ip: str) -> aiohttp.ClientWebSocketResponse:
+            ws = await http.ws_connect(ws_url, headers={"X-Forwarded-For": ip})
+            assert (await ws.receive_str()).startswith("0")
+            return ws
+
+        held = [await session("10.9.0.1") for _ in range(5)]  # ... and none of them sends 40
+        try:
+            await session("10.9.0.1")
+            raise AssertionError("a sixth session not yet connected was accepted from one address")
+        except aiohttp.WSServerHandshakeError as exc:
+            assert exc.status == 429
+        other = await session("10.9.0.2")  # another address is not affected
+        for ws in [*held, other]:
+            assert await closed_within(ws, 10), "a session that never connected was held past the deadline"
+            await ws.close()
+        again = await session("10.9.0.1")  # closed sessions no longer count
+        await again.send_str("40" + json.dumps({"token": READER}))
+        assert (await again.receive_str()).startswith("40")
+        await asyncio.sleep(1.5)  # past the deadline: a connected session is not affected
+        await again.send_str('421["history",{"channel":"chat:x"}]')
+        async with asyncio.timeout(5):
+            while not (reply := await again.receive_str()).startswith("431"):
+                pass
+        assert json.loads(reply[3:])[0]["ok"] is True
+        await again.close()
+    text = await metrics(server)
+    assert 'switchboard_protocol_errors_total{kind="connect_timeout"} 6.0' in text, text
+    assert 'switchboard_connections_refused_total{code="too_many_sessions"} 1.0' in text
