@@ -284,3 +284,42 @@ async def test_sessions_that_never_send_40_are_closed_after_the_deadline_and_cap
     text = await metrics(server)
     assert 'switchboard_protocol_errors_total{kind="connect_timeout"} 6.0' in text, text
     assert 'switchboard_connections_refused_total{code="too_many_sessions"} 1.0' in text
+
+
+# -- 10. no part of a token reaches the log ---------------------------------------------------
+
+async def raw_http(server: ServerProcess, head: str) -> bytes:
+    """Send ``head`` as-is (aiohttp's client refuses what its server does not) and read the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(head.encode())
+    await writer.drain()
+    try:
+        async with asyncio.timeout(5):
+            return await reader.read()
+    finally:
+        writer.close()
+
+
+async def test_tokens_are_redacted_from_the_log_whatever_their_length(embedded: ServerFactory) -> None:
+    server = await embedded.start()
+    secret_part = "SECRETPART"
+    long_token = make_token("alice", pad="Q" * 9000) + secret_part  # past aiohttp's 8,190-byte line limit
+    short_token = make_token("alice") + secret_part
+    close = "Host: x\r\nConnection: close\r\n"
+    heads = [
+        f"GET /socket.io/?EIO=4&transport=polling&token={long_token} HTTP/1.1\r\n{close}\r\n",
+        f"GET /api/v1/channels/chat:1/events HTTP/1.1\r\n{close}Authorization: Bearer {long_token}\r\n\r\n",
+        f"GET /api/v1/channels/chat:1/events?token={short_token} HTTP/1.1\r\n{close}\r\n",
+        f"GET /socket.io/?EIO=4&transport=polling&token={short_token} HTTP/1.1\r\n{close}"
+        f"Authorization: Bearer {short_token}\r\n\r\n",
+    ]
+    for head in heads:
+        answer = await raw_http(server, head)
+        assert answer.startswith(b"HTTP/1."), answer[:100]
+    async with aiohttp.ClientSession() as http, http.get(server.url + "/healthz") as r:
+        assert r.status == 200  # the log has everything before it
+    log = log_text(server)
+    assert log.count("Got more than 8190 bytes") == 2, log[-4000:]  # the oversize requests were logged...
+    assert "Traceback" not in log  # ... as one line each
+    for leaked in (secret_part, long_token.split(".")[1][:12], short_token.split(".")[1][:12]):
+        assert leaked not in log, f"{leaked!r} reached the log:\n{log[-4000:]}"
