@@ -23,7 +23,7 @@ from .store.writer import GroupCommitWriter
 from .telemetry import NullTelemetry, Telemetry
 
 
-HISTORY_READ_BYTES = 1 << 20  # most event bytes one store read of a history page may load
+HISTORY_READ_BYTES = 2 << 20  # most event bytes one store read of a history page may load
 
 
 @dataclass(frozen=True, slots=True)

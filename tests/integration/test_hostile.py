@@ -37,7 +37,7 @@ async def metrics(server: ServerProcess) -> str:
 async def fill(server: ServerProcess, channel: str, events: int, size: int) -> None:
     """``events`` events of about ``size`` bytes each, through the server-to-server batch API."""
     backend = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
-    per_batch = max(1, (3 << 20) // (size + 200))
+    per_batch = max(1, min(500, (3 << 20) // (size + 200)))
     async with aiohttp.ClientSession(headers=backend) as http:
         for start in range(0, events, per_batch):
             batch = [{"channel": channel, "type": "t", "data": {"i": i, "b": "x" * size}}
