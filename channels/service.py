@@ -23,11 +23,15 @@ from .store.writer import GroupCommitWriter
 from .telemetry import NullTelemetry, Telemetry
 
 
+HISTORY_READ_BYTES = 2 << 20  # most event bytes one store read of a history page may load
+
+
 @dataclass(frozen=True, slots=True)
 class ServiceLimits:
     """Read-side limits (documented in the README's configuration table)."""
 
     history_max_limit: int = 1000
+    history_max_bytes: int = 512 * 1024  # of one page's events, as JSON
     sync_max_channels: int = 100
     sync_max_events: int = 1000
     batch_max_events: int = 500
@@ -38,7 +42,8 @@ class HistoryPage:
     """``head``: last committed seq; ``first``: lowest retained seq; ``next_after``:
     cursor for the next page (``None`` when this page reaches the head); ``epoch``:
     the history these seqs belong to (a page with another epoch than the previous
-    page's is from another history: start over)."""
+    page's is from another history: start over). A page stops early at
+    ``history_max_bytes`` (never before its first event)."""
 
     events: list[Event]
     head: int
@@ -246,20 +251,61 @@ class ChannelService:
         limit: int = 100,
     ) -> HistoryPage:
         """``after`` given: the oldest ``limit`` events after it (paging forward);
-        otherwise the newest ``limit`` events (before ``before`` when given)."""
+        otherwise the newest ``limit`` events (before ``before`` when given). Either
+        way the page holds at most ``history_max_bytes`` of events (at least one):
+        forward, ``next_after`` continues it; newest-first, it keeps the newest
+        events and the client pages back with ``before`` = its first seq."""
         validate_channel(channel)
         authz.require_read(principal, channel)
         limit = min(limit, self.limits.history_max_limit)
         bounds = await self._store.bounds(channel)
         # no further than the head read with the epoch, so the page is of that epoch
         before = min(before or MAX_SEQ, bounds.head + 1)
+        budget = _Budget(self.limits.history_max_bytes)
+        # rows are read a few at a time, as many as could fill the budget at this
+        # namespace's largest payload: a page of big events never loads them all
+        chunk = max(1, min(limit, HISTORY_READ_BYTES // (self._rules.for_channel(channel).max_payload_bytes + 1024)))
         if after is not None:
-            events = await self._store.read(channel, after=after, before=before, limit=limit)
+            events = await self._read_forward(channel, after, before, limit, chunk, budget)
         else:
-            events = await self._store.read_last(channel, before=before, limit=limit)
+            events = await self._read_backward(channel, before, limit, chunk, budget)
         last = events[-1].seq if events else (after or 0)
-        more = len(events) == limit and last < before - 1  # before - 1 <= head
+        more = (len(events) == limit or budget.full) and last < before - 1  # before - 1 <= head
         return HistoryPage(events, bounds.head, bounds.first, last if more else None, bounds.epoch)
+
+    async def _read_forward(
+        self, channel: str, after: int, before: int | None, limit: int, chunk: int, budget: _Budget
+    ) -> list[Event]:
+        out: list[Event] = []
+        while len(out) < limit:
+            want = min(chunk, limit - len(out))
+            batch = await self._store.read(channel, after=after, before=before, limit=want)
+            for event in batch:
+                if not budget.take(event, first=not out):
+                    return out
+                out.append(event)
+            if len(batch) < want:
+                break
+            after = batch[-1].seq
+        return out
+
+    async def _read_backward(
+        self, channel: str, before: int | None, limit: int, chunk: int, budget: _Budget
+    ) -> list[Event]:
+        out: list[Event] = []  # newest first until the end
+        while len(out) < limit:
+            want = min(chunk, limit - len(out))
+            batch = await self._store.read_last(channel, before=before, limit=want)
+            for event in reversed(batch):
+                if not budget.take(event, first=not out):
+                    out.reverse()
+                    return out
+                out.append(event)
+            if len(batch) < want:
+                break
+            before = batch[0].seq
+        out.reverse()
+        return out
 
     async def sync(
         self, principal: Principal, positions: Mapping[str, int], epochs: Mapping[str, str] | None = None
@@ -289,6 +335,26 @@ class ChannelService:
         events = await self._store.read(channel, after=after, before=bounds.head + 1, limit=limit)
         has_more = bool(events) and events[-1].seq < bounds.head
         return SyncResult(events, bounds.head, recovered, has_more, bounds.epoch)
+
+
+class _Budget:
+    """Bytes left for one history page; ``full`` once an event did not fit."""
+
+    __slots__ = ("left", "full")
+
+    def __init__(self, size: int) -> None:
+        self.left = size
+        self.full = False
+
+    def take(self, event: Event, *, first: bool) -> bool:
+        """Count ``event`` in; False (nothing counted) when it does not fit, unless it
+        is the page's first (a page always makes progress)."""
+        size = len(codec.encode_event(event))
+        if size > self.left and not first:
+            self.full = True
+            return False
+        self.left -= size
+        return True
 
 
 def _as_result(result: Appended | BaseException) -> Appended | AppError:

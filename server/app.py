@@ -55,6 +55,8 @@ def create_app(settings: Settings) -> web.Application:
     broker = open_broker(settings.redis_url, prefix=settings.redis_prefix)
     presence = open_presence(settings.redis_url, prefix=settings.redis_prefix, timeout=settings.presence_timeout)
     sio = build_sio(settings)
+    sio.protocol_errors.count = telemetry.protocol_error
+    sio.eio.refused = telemetry.refused
 
     def on_slow_consumer(sid: str) -> None:
         slow_consumers(sid)  # bound below, before the server accepts any connection
@@ -83,7 +85,8 @@ def create_app(settings: Settings) -> web.Application:
         on_commit=after_commit(fanout, relay),
         telemetry=telemetry,
     )
-    limits = ServiceLimits(history_max_limit=settings.history_max_limit, sync_max_channels=settings.sync_max_channels,
+    limits = ServiceLimits(history_max_limit=settings.history_max_limit, history_max_bytes=settings.history_page_bytes,
+                           sync_max_channels=settings.sync_max_channels,
                            batch_max_events=settings.server_batch_max_events)
     service = ChannelService(store, writer, fanout, rules, tracker, limits, telemetry)
 

@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     gap_timeout_ms: int = Field(default=40, ge=1)
     recovery_max_events: int = Field(default=10_000, ge=0)
     history_max_limit: int = Field(default=1000, ge=1)
+    history_max_bytes: int = Field(default=512 * 1024, ge=1024)  # of one history page's events
     sync_max_channels: int = Field(default=100, ge=1)
     ping_interval: float = Field(default=25.0, gt=0)
     ping_timeout: float = Field(default=20.0, gt=0)
@@ -96,6 +97,11 @@ class Settings(BaseSettings):
     send_queue_max_messages: int = Field(default=1000, ge=10)  # per socket
     send_queue_max_bytes: int = Field(default=1024 * 1024, ge=4096)  # per socket
     send_queue_close_grace: float = Field(default=10.0, ge=0)  # slow consumer: abort TCP after
+    # -- hostile clients (issue 10) ----------------------------------------------------
+    max_attachments: int = Field(default=4, ge=0)  # binary attachments per Socket.IO packet; 0: none
+    attachment_timeout: float = Field(default=10.0, gt=0)  # for all of a packet's attachments to arrive
+    connect_timeout: float = Field(default=10.0, gt=0)  # from an Engine.IO session's open to its `40`
+    limit_pending_sessions_per_ip: int = Field(default=100, ge=0)  # sessions not yet connected, per client IP
     server_batch_max_events: int = Field(default=500, ge=1)  # POST /api/v1/server/publish
     server_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
@@ -144,6 +150,12 @@ class Settings(BaseSettings):
         if self.jwt_public_key is not None or self.env == "production":
             return None
         return _dev_secret(self.dev_secret_file)
+
+    @property
+    def history_page_bytes(self) -> int:
+        """A history page's byte budget: ``history_max_bytes``, at most half the send
+        bound, since a socket's history reply counts against that bound."""
+        return min(self.history_max_bytes, self.send_queue_max_bytes // 2)
 
     def limits(self) -> Limits:
         """The client-facing limits (channels/limits.py) these settings configure."""

@@ -221,7 +221,46 @@ class SendLimits:
     max_bytes: int = 1 << 20
 
 
+class SendBound:
+    """The per-socket send bound, over everything a connection is sent: events, call
+    replies (acks, python-socketio's and the inline path's), notices.
+
+    ``admit`` is asked before anything is put on a socket's way out. A socket whose
+    output (its Engine.IO queue, plus on a websocket the frames not yet taken by the
+    network) would pass ``max_messages`` or ``max_bytes`` with it is not given it:
+    ``on_over`` is called with the Engine.IO socket (the caller cuts it off as a
+    slow consumer), and the message is dropped. So a client that does not read is
+    cut off whatever it asked for, and a reply cannot grow server memory past the
+    bound (issue 10: ``history`` replies to a client that never read).
+    """
+
+    __slots__ = ("limits", "_on_over")
+
+    def __init__(self, limits: SendLimits, on_over: Callable[[Any], None]) -> None:
+        self.limits = limits
+        self._on_over = on_over
+
+    @staticmethod
+    def pending(socket: Any) -> int:
+        """Bytes (characters, for queued packets) this socket has not yet sent."""
+        ws: _WebSocket | None = getattr(socket, "ws", None)
+        queue: TrackedQueue = socket.queue
+        return queue.size + (ws.buffered() if ws is not None else 0)
+
+    def admit(self, socket: Any, size: int) -> bool:
+        """True when ``size`` more bytes fit in ``socket``'s bound; else the socket is
+        reported over its bound (``on_over``) and the caller drops what it had."""
+        if socket.queue.qsize() < self.limits.max_messages and self.pending(socket) + size <= self.limits.max_bytes:
+            return True
+        self._on_over(socket)
+        return False
+
+
 class QueueDelivery(Delivery):
+    """Delivers events to local sockets within the send bound; it installs that bound
+    (``SendBound``) on ``sio``'s Engine.IO server, so the server's other sends (acks,
+    call replies, notices) count against the same bound."""
+
     def __init__(
         self,
         sio: socketio.AsyncServer,
@@ -231,19 +270,28 @@ class QueueDelivery(Delivery):
         self._sio = sio
         self._limits = limits
         self._on_slow = on_slow_consumer
+        self._bound = SendBound(limits, self._over)
+        sio.eio.send_bound = self._bound
+
+    def _over(self, socket: Any) -> None:
+        sid = self._sio.manager.sid_from_eio_sid(socket.sid, "/")
+        if sid is not None:
+            self._on_slow(sid)
+        # not connected to the namespace: it is sent nothing but its handshake's
+        # answer, and the handshake deadline closes it
 
     async def broadcast(self, channel: str, event: Event) -> None:
         pkt = _event_packet(event)
         sockets = self._sio.eio.sockets
         for sid, eio_sid in self._sio.manager.get_participants("/", channel):
-            self._put(sid, sockets.get(eio_sid), pkt)
+            self._put(sockets.get(eio_sid), pkt)
 
     async def send(self, conn_id: str, event: Event) -> None:
         """Recovery replay: one connection, no waiting, the send bound applies (the
         replay paces itself with ``writable``)."""
         socket = self._socket(conn_id)
         if socket is not None:
-            self._put(conn_id, socket, _event_packet(event))
+            self._put(socket, _event_packet(event))
 
     async def writable(self, conn_id: str) -> bool:
         """Wait while the connection's output is over half its bound, woken by its
@@ -273,10 +321,8 @@ class QueueDelivery(Delivery):
         await self._sio.emit("presence", change.wire(), room=change.channel)
 
     def _crowded(self, socket: Any) -> bool:
-        ws: _WebSocket | None = getattr(socket, "ws", None)
-        queue: TrackedQueue = socket.queue
-        size = queue.size + (ws.buffered() if ws is not None else 0)
-        return size > self._limits.max_bytes // 2 or queue.qsize() > self._limits.max_messages // 2
+        size = SendBound.pending(socket)
+        return size > self._limits.max_bytes // 2 or socket.queue.qsize() > self._limits.max_messages // 2
 
     async def join(self, conn_id: str, channel: str) -> None:
         await self._sio.enter_room(conn_id, channel)
@@ -284,22 +330,16 @@ class QueueDelivery(Delivery):
     async def leave(self, conn_id: str, channel: str) -> None:
         await self._sio.leave_room(conn_id, channel)
 
-    def _put(self, sid: str, socket: Any, pkt: eio_packet.Packet) -> None:
+    def _put(self, socket: Any, pkt: eio_packet.Packet) -> None:
         if socket is None or socket.closed or socket.closing:
             return
-        queue: TrackedQueue = socket.queue
         ws = _direct_ws(socket)
         if ws is not None:
             frame = pkt.encode().frame
-            if ws.buffered() + len(frame) > self._limits.max_bytes:
-                self._on_slow(sid)
-                return
-            ws.push(frame)
-            return
-        if queue.qsize() >= self._limits.max_messages or queue.size + len(pkt.data) > self._limits.max_bytes:
-            self._on_slow(sid)
-            return
-        queue.put_nowait(pkt)
+            if self._bound.admit(socket, len(frame)):
+                ws.push(frame)
+        elif self._bound.admit(socket, len(pkt.data)):
+            socket.queue.put_nowait(pkt)
 
 
 async def _output_moved(socket: Any, mark: int) -> None:
@@ -350,7 +390,11 @@ def _direct_ws(socket: Any) -> _WebSocket | None:
 def send_now(socket: Any, message: str) -> None:
     """Send an Engine.IO MESSAGE (``message`` without its "4") behind everything the socket
     was sent before, without awaiting: written this loop iteration on a websocket, else
-    queued for engineio's writer."""
+    queued for engineio's writer. Within the socket's send bound: over it, the message
+    is dropped and the socket reported (``SendBound``)."""
+    bound: SendBound | None = getattr(socket.server, "send_bound", None)
+    if bound is not None and not bound.admit(socket, len(message) + 1):
+        return
     ws = _direct_ws(socket)
     if ws is not None:
         ws.push(ws_frame(f"4{message}".encode(), opcode=0x1))

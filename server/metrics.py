@@ -54,6 +54,9 @@ class PrometheusTelemetry(Telemetry):
         self._disconnects = Counter("switchboard_disconnects", "Connections ended, by reason", ["reason"], registry=registry)
         self._refused = Counter("switchboard_connections_refused", "Connection attempts refused, by code", ["code"],
                                 registry=registry)
+        self._protocol_errors = Counter("switchboard_protocol_errors",
+                                        "Packets that broke the Engine.IO / Socket.IO protocol, by kind", ["kind"],
+                                        registry=registry)
 
     def published(self, transport: str, outcome: str, seconds: float) -> None:
         # once per publish: the labelled children are looked up once, not per call
@@ -102,6 +105,10 @@ class PrometheusTelemetry(Telemetry):
 
     def refused(self, code: str) -> None:
         self._refused.labels(code).inc()
+
+    def protocol_error(self, kind: str) -> None:
+        """Not part of the domain's ``Telemetry``: the transport reports these (server/protocol.py)."""
+        self._protocol_errors.labels(kind).inc()
 
 
 class StateCollector(Collector):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ from handlers.sockets import SocketHandlers
 from .config import Settings
 from .delivery import cut_off
 from .engine import LeanSocketIO
+from .protocol import AttachmentLimits
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/"
@@ -45,7 +47,7 @@ class _OrjsonJson:
         return orjson.loads(data)
 
 
-def build_sio(settings: Settings) -> socketio.AsyncServer:
+def build_sio(settings: Settings) -> LeanSocketIO:
     origins: str | list[str] | None = None  # None: same origin only (native apps send no Origin)
     if settings.cors_origins == ["*"]:
         origins = "*"
@@ -54,6 +56,11 @@ def build_sio(settings: Settings) -> socketio.AsyncServer:
     return LeanSocketIO(
         async_mode="aiohttp",
         websocket_compression=settings.websocket_compression,
+        attachments=AttachmentLimits(settings.max_attachments, settings.transport_max_message_bytes,
+                                     settings.attachment_timeout),
+        connect_timeout=settings.connect_timeout,
+        sessions_per_ip=settings.limit_pending_sessions_per_ip,
+        client_ip=partial(client_ip, trust_forwarded_for=settings.trust_forwarded_for),
         json=_OrjsonJson,
         cors_allowed_origins=origins,
         max_http_buffer_size=settings.transport_max_message_bytes,

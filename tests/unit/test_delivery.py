@@ -7,11 +7,12 @@ import json
 import struct
 from typing import Any
 
+import orjson
 from aiohttp import WSMsgType
 from engineio import packet as eio_packet
 
 from channels.models import Event
-from server.delivery import Flusher, QueueDelivery, SendLimits, _event_packet, _WebSocket, ws_frame
+from server.delivery import Flusher, QueueDelivery, SendLimits, _event_packet, _WebSocket, send_now, ws_frame
 from server.sendqueue import TrackedQueue
 
 
@@ -98,8 +99,10 @@ async def test_frames_due_in_one_iteration_leave_in_one_write_in_order() -> None
 
 
 class FakeSocket:
-    def __init__(self, ws: _WebSocket | None) -> None:
+    def __init__(self, ws: _WebSocket | None, sid: str = "") -> None:
+        self.sid = sid
         self.ws = ws
+        self.server = ws.server if ws is not None else FakeServer()
         self.queue = TrackedQueue()
         self.upgraded = True
         self.closed = self.closing = False
@@ -112,10 +115,15 @@ class FakeManager:
     def get_participants(self, namespace: str, room: str) -> Any:
         return iter(self.members.items())
 
+    def sid_from_eio_sid(self, eio_sid: str, namespace: str) -> str | None:
+        return next((sid for sid, eio in self.members.items() if eio == eio_sid), None)
+
 
 class FakeSio:
     def __init__(self, sockets: dict[str, FakeSocket]) -> None:
         self.eio = type("E", (), {"sockets": sockets})()
+        for eio_sid, socket in sockets.items():
+            socket.sid = eio_sid
         self.manager = FakeManager({f"s{k}": k for k in sockets})
 
 
@@ -242,3 +250,18 @@ async def test_a_replay_whose_client_makes_no_room_in_time_is_cut_off(monkeypatc
     ws.transport.buffer = 3 * frame_size
     assert not await asyncio.wait_for(delivery.writable("sid"), 2)
     assert slow == ["sid"]
+
+
+async def test_acks_count_against_the_same_bound_as_events() -> None:
+    server = FakeServer()
+    ws = fake_ws(server)
+    socket = FakeSocket(ws)
+    slow: list[str] = []
+    sio = FakeSio({"e1": socket})
+    QueueDelivery(sio, SendLimits(max_messages=1000, max_bytes=4096), slow.append)  # type: ignore[arg-type]
+    server.send_bound = sio.eio.send_bound  # type: ignore[attr-defined]  what sockets reach as socket.server
+    send_now(socket, '31[{"ok":true}]')
+    assert len(ws._out) == 1 and slow == []  # noqa: SLF001
+    ws.transport.buffer = 4000  # the client stopped reading
+    send_now(socket, "32" + orjson.dumps([{"ok": True, "events": ["x" * 500]}]).decode())
+    assert len(ws._out) == 1 and slow == ["se1"]  # noqa: SLF001  dropped, and the socket reported
