@@ -262,9 +262,7 @@ class ChannelService:
         # no further than the head read with the epoch, so the page is of that epoch
         before = min(before or MAX_SEQ, bounds.head + 1)
         budget = _Budget(self.limits.history_max_bytes)
-        # rows are read a few at a time, as many as could fill the budget at this
-        # namespace's largest payload: a page of big events never loads them all
-        chunk = max(1, min(limit, HISTORY_READ_BYTES // (self._rules.for_channel(channel).max_payload_bytes + 1024)))
+        chunk = min(limit, self._read_chunk(channel))
         if after is not None:
             events = await self._read_forward(channel, after, before, limit, chunk, budget)
         else:
@@ -281,7 +279,7 @@ class ChannelService:
             want = min(chunk, limit - len(out))
             batch = await self._store.read(channel, after=after, before=before, limit=want)
             for event in batch:
-                if not budget.take(event, first=not out):
+                if not budget.take(event):
                     return out
                 out.append(event)
             if len(batch) < want:
@@ -297,7 +295,7 @@ class ChannelService:
             want = min(chunk, limit - len(out))
             batch = await self._store.read_last(channel, before=before, limit=want)
             for event in reversed(batch):
-                if not budget.take(event, first=not out):
+                if not budget.take(event):
                     out.reverse()
                     return out
                 out.append(event)
@@ -323,37 +321,49 @@ class ChannelService:
         for channel in positions:
             validate_channel(channel)
             authz.require_read(principal, channel)
-        return {channel: await self._sync_one(channel, since, epochs.get(channel))
+        # one budget for the whole answer: a sync of many channels of big events
+        # holds at most history_max_bytes, like one history page
+        budget = _Budget(self.limits.history_max_bytes)
+        return {channel: await self._sync_one(channel, since, epochs.get(channel), budget)
                 for channel, since in positions.items()}
 
-    async def _sync_one(self, channel: str, since: int, epoch: str | None) -> SyncResult:
+    async def _sync_one(self, channel: str, since: int, epoch: str | None, budget: _Budget) -> SyncResult:
         bounds = await self._store.bounds(channel)
         recovered = bounds.can_recover(since, epoch)
         after = since if recovered else bounds.first - 1
-        limit = self.limits.sync_max_events
-        # no further than the head read with the epoch, so the events are of that epoch
-        events = await self._store.read(channel, after=after, before=bounds.head + 1, limit=limit)
-        has_more = bool(events) and events[-1].seq < bounds.head
+        events: list[Event] = []
+        if not budget.full:
+            # no further than the head read with the epoch, so the events are of that epoch
+            events = await self._read_forward(
+                channel, after, bounds.head + 1, self.limits.sync_max_events, self._read_chunk(channel), budget)
+        has_more = (events[-1].seq if events else after) < bounds.head
         return SyncResult(events, bounds.head, recovered, has_more, bounds.epoch)
+
+    def _read_chunk(self, channel: str) -> int:
+        """Rows per read: as many as could fill ``HISTORY_READ_BYTES`` at this
+        namespace's largest payload, so a page of big events never loads them all."""
+        return max(1, HISTORY_READ_BYTES // (self._rules.for_channel(channel).max_payload_bytes + 1024))
 
 
 class _Budget:
-    """Bytes left for one history page; ``full`` once an event did not fit."""
+    """Bytes left for one answer (a history page, a sync); ``full`` once an event did not fit."""
 
-    __slots__ = ("left", "full")
+    __slots__ = ("left", "full", "taken")
 
     def __init__(self, size: int) -> None:
         self.left = size
         self.full = False
+        self.taken = 0
 
-    def take(self, event: Event, *, first: bool) -> bool:
+    def take(self, event: Event) -> bool:
         """Count ``event`` in; False (nothing counted) when it does not fit, unless it
-        is the page's first (a page always makes progress)."""
+        is the answer's first (an answer always makes progress)."""
         size = len(codec.encode_event(event))
-        if size > self.left and not first:
+        if size > self.left and self.taken:
             self.full = True
             return False
         self.left -= size
+        self.taken += 1
         return True
 
 

@@ -142,3 +142,34 @@ async def test_leaving_stops_delivery_and_drops_the_channel(pair: tuple[Instance
     await one.service.publish(ALICE, CH, "msg", {})
     await until(lambda: one.delivery.received["b1"] == [3])
     assert one.delivery.received["a1"] == [1]
+
+
+async def test_a_sync_answer_is_bounded_in_bytes_across_channels_and_continues_where_it_stopped(
+    tmp_path: Path,
+) -> None:
+    from channels.service import ChannelService, ServiceLimits
+
+    instance = Instance(tmp_path / "events.db", MemoryHub(), MemoryPresenceHub())
+    await instance.start()
+    try:
+        bounded = ChannelService(instance.store, instance.writer, instance.fanout, instance.rules,
+                                 instance.tracker, limits=ServiceLimits(history_max_bytes=20_000))
+        channels = [f"chat:big{i}" for i in range(3)]
+        for channel in channels:
+            await asyncio.gather(*(instance.service.publish(SERVER, channel, "msg", {"pad": "x" * 2_000})
+                                   for _ in range(8)))
+        positions = {channel: 0 for channel in channels}
+        seen: dict[str, list[int]] = {channel: [] for channel in channels}
+        for _ in range(10):
+            answer = await bounded.sync(ALICE, positions)
+            size = sum(len(e.data["pad"]) for r in answer.values() for e in r.events)
+            assert 0 < size <= 20_000  # bounded, and never empty while something is missing
+            for channel, result in answer.items():
+                seen[channel] += [e.seq for e in result.events]
+                positions[channel] = seen[channel][-1] if seen[channel] else 0
+                assert result.has_more == (positions[channel] < 8)
+            if not any(r.has_more for r in answer.values()):
+                break
+        assert seen == {channel: list(range(1, 9)) for channel in channels}
+    finally:
+        await instance.close()
