@@ -23,12 +23,22 @@ class Limits:
     connect_burst: int = 100
     connections_per_user: int = 10  # concurrent, across all instances
     subscriptions_per_connection: int = 100
+    # every other call (subscribe, unsubscribe, history, presence, refresh): each costs
+    # store and broker round trips, and a subscribe loop would otherwise be unbounded
+    call_rate: float = 20.0  # per connection per second (sustained)
+    call_burst: int = 200  # ... at once: an app re-subscribing its channels after a reconnect
 
     def publish_bucket(self) -> TokenBucket | None:
         """A fresh per-connection publish bucket, or ``None`` when publishes are unlimited."""
         if self.publish_rate <= 0:
             return None
         return TokenBucket(self.publish_rate, self.publish_burst)
+
+    def call_bucket(self) -> TokenBucket | None:
+        """A fresh per-connection bucket for the other calls, or ``None`` when unlimited."""
+        if self.call_rate <= 0:
+            return None
+        return TokenBucket(self.call_rate, self.call_burst)
 
 
 class TokenBucket:

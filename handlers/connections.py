@@ -47,6 +47,8 @@ class Connection:
     channels: set[str] = field(default_factory=set)
     joining: int = 0  # subscribes in flight: they count against the limit too
     publish_bucket: TokenBucket | None = None
+    call_bucket: TokenBucket | None = None  # subscribe, unsubscribe, history, presence, refresh
+    sent_bad_event: bool = False  # an unknown or reserved event name was logged for it
     closed: bool = False
     close_reason: str | None = None  # set when the server ends the connection on purpose
     joins_done: asyncio.Future[None] | None = None  # made by a refresh waiting for ``joining`` to be 0
@@ -125,7 +127,8 @@ class Connections:
                                retry_after=retry)
         principal = self._authenticate(auth, environ)
         server = principal.is_server
-        conn = Connection(sid, principal, publish_bucket=None if server else self.limits.publish_bucket())
+        conn = Connection(sid, principal, publish_bucket=None if server else self.limits.publish_bucket(),
+                          call_bucket=None if server else self.limits.call_bucket())
         self.items[sid] = conn  # before awaiting: a disconnect meanwhile must find it
         try:
             await self._service.open_connection(principal, sid, max_per_user=self.limits.connections_per_user)

@@ -128,14 +128,21 @@ class SocketHandlers:
             log.exception("cleanup of connection %s failed", sid)
 
     async def on_unknown(self, event: str, sid: str, *_args: object) -> dict[str, Any]:
-        log.info("unknown event %r from %s", event, sid)
-        return fail(AppError(ErrorCode.BAD_REQUEST, f"unknown event {event!r}"))
+        self._note_bad_event(sid, f"unknown event {_short(event)}")
+        return fail(AppError(ErrorCode.BAD_REQUEST, f"unknown event {_short(event)}"))
 
     async def on_refused(self, sid: str, name: object = None, *_args: object) -> dict[str, Any]:
         """A client event named like a reserved one (or with no string name): ``name``."""
-        log.info("reserved or unnamed event %r from %s refused", name, sid)
-        what = f"event name {name!r} is reserved" if isinstance(name, str) else "an event needs a string name"
+        what = f"event name {_short(name)} is reserved" if isinstance(name, str) else "an event needs a string name"
+        self._note_bad_event(sid, what)
         return fail(AppError(ErrorCode.BAD_REQUEST, what))
+
+    def _note_bad_event(self, sid: str, what: str) -> None:
+        """Log a connection's first bad event name only: the client chooses how many it sends."""
+        conn = self.connections.get(sid)
+        if conn is not None and not conn.sent_bad_event:
+            conn.sent_bad_event = True
+            log.info("%s from %s refused (further ones from this connection are not logged)", what, sid)
 
     # -- calls -------------------------------------------------------------
 
@@ -233,10 +240,14 @@ class SocketHandlers:
         reach the service in the order the client emitted them.
         """
 
+        metered = name != "publish"  # publishes have their own bucket (publish_bucket)
+
         async def handler(sid: str, *args: object) -> dict[str, Any]:
             connection_id.set(sid)
             try:
                 conn = self._connection(sid)
+                if metered and conn.call_bucket is not None and (retry := conn.call_bucket.take(time.monotonic())):
+                    raise AppError(ErrorCode.RATE_LIMITED, f"too many calls; retry {name} later", retry_after=retry)
                 return await call(conn, self._parse(model, args))
             except Exception as exc:
                 return _error_ack(name, sid, exc)
@@ -256,6 +267,12 @@ class SocketHandlers:
             return model.model_validate(args[0])
         except ValidationError as exc:
             raise bad_request(exc) from None
+
+
+def _short(name: object, keep: int = 64) -> str:
+    """A client-chosen name as it may appear in logs and acks: quoted, at most ``keep`` characters."""
+    text = repr(name)
+    return text if len(text) <= keep else text[: keep - 3] + "..."
 
 
 def _published(appended: Appended) -> dict[str, Any]:

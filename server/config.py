@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     token_expiry_grace: float = Field(default=5.0, ge=0)  # close this long after exp
     limit_publish_rate: float = Field(default=20.0, ge=0)  # per connection
     limit_publish_burst: int = Field(default=40, ge=1)
+    limit_call_rate: float = Field(default=20.0, ge=0)  # other socket calls, per connection
+    limit_call_burst: int = Field(default=200, ge=1)
     limit_connect_rate: float = Field(default=20.0, ge=0)  # new connections per client IP
     limit_connect_burst: int = Field(default=100, ge=1)
     limit_connections_per_user: int = Field(default=10, ge=0)  # concurrent, all instances
@@ -162,6 +164,8 @@ class Settings(BaseSettings):
         return Limits(
             publish_rate=self.limit_publish_rate,
             publish_burst=self.limit_publish_burst,
+            call_rate=self.limit_call_rate,
+            call_burst=self.limit_call_burst,
             connect_rate=self.limit_connect_rate,
             connect_burst=self.limit_connect_burst,
             connections_per_user=self.limit_connections_per_user,

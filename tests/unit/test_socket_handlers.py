@@ -171,3 +171,34 @@ async def test_a_bad_token_is_refused_at_connect_and_a_departure_leaves_its_chan
     assert harness.instance.fanout.members(CH) == 0 and harness.instance.fanout.live_channels() == 0
     ack = await harness.call("s1", "publish", {"channel": CH, "type": "msg", "data": {}})
     assert ack["error"]["code"] == "unavailable"  # a call racing the departure is answered, not dropped
+
+
+async def test_calls_other_than_publish_are_rate_limited_per_connection(tmp_path: Path) -> None:
+    instance = Instance(tmp_path / "events.db", MemoryHub(), MemoryPresenceHub())
+    await instance.start()
+    try:
+        harness = Harness(instance, Limits(call_rate=0.001, call_burst=5, subscriptions_per_connection=0))
+        await harness.connect("s1", "alice")
+        await harness.connect("s2", "bob")
+        codes = [(await harness.call("s1", "subscribe", {"channel": f"chat:c{i}"})).get("error", {}).get("code")
+                 for i in range(8)]
+        assert codes == [None] * 5 + ["rate_limited"] * 3  # a subscribe loop is cut at the burst
+        refused = await harness.call("s1", "history", {"channel": CH})
+        assert refused["error"]["code"] == "rate_limited" and refused["error"]["retry_after"] > 0
+        assert (await harness.call("s1", "publish", {"channel": CH, "type": "m", "data": {}}))["ok"]  # own bucket
+        assert (await harness.call("s2", "subscribe", {"channel": CH}))["ok"]  # another connection: its own
+        assert instance.fanout.live_channels() == 6
+    finally:
+        await instance.close()
+
+
+async def test_bad_event_names_are_logged_once_per_connection_and_kept_short(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.connect("s1", "alice")
+    caplog.set_level("INFO", logger="handlers.sockets")
+    for i in range(20):
+        ack = await harness.server.handlers["*"]("x" * 10_000 + str(i), "s1", {})
+        assert ack["error"]["code"] == "bad_request" and len(ack["error"]["message"]) < 100
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 1 and len(lines[0]) < 200, lines
