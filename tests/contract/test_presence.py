@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,24 +258,67 @@ async def test_a_busy_instance_stays_alive_while_its_work_outlasts_the_timeout(m
     assert sum([(await other.presence.stats(f"chat:{i}")).users for i in range(7)]) == 1300
 
 
+@dataclass
+class Storm:
+    """Users u0..u599 in chat:0..6 (every fifth with two connections), joined and left
+    through one instance; what ``join``/``leave`` answered first/last is logged, as the
+    tracker would announce it."""
+
+    node: Node
+    log: Changes = field(default_factory=Changes)
+
+    @staticmethod
+    def conns(i: int) -> list[str]:
+        return [f"c{i}", f"c{i}b"] if i % 5 == 0 else [f"c{i}"]
+
+    async def join(self, i: int, conn: str) -> None:
+        if await self.node.presence.join(f"chat:{i % 7}", conn, f"u{i}", {}):
+            self.log.seen.append(PresenceChange(f"chat:{i % 7}", f"u{i}", "join"))
+
+    async def leave(self, i: int, conn: str) -> None:
+        if await self.node.presence.leave(f"chat:{i % 7}", conn, f"u{i}"):
+            self.log.seen.append(PresenceChange(f"chat:{i % 7}", f"u{i}", "leave"))
+
+    def first_wave(self) -> list[Coroutine[Any, Any, None]]:
+        return [self.join(i, c) for i in range(300) for c in self.conns(i)]
+
+    def second_wave(self) -> list[Coroutine[Any, Any, None]]:
+        """300 more users join while a third of the first ones close one connection."""
+        return [*(self.join(i, c) for i in range(300, 600) for c in self.conns(i)),
+                *(self.leave(i, f"c{i}") for i in range(0, 300, 3))]
+
+    async def settle(self, old: str, other: Node) -> None:
+        p = self.node.presence
+
+        async def settled() -> bool:
+            return p.identity != old and await p._b_expired() == []
+
+        await eventually(settled, 10 * SLOW, "re-registration, and the old identity reaped")
+        await other.presence.heartbeat()  # both wait for a reaping pass in progress
+        await p.heartbeat()
+
+    async def assert_exact(self, other: Node) -> None:
+        """Listed: exactly what the instance holds. Announced, per (channel, user): one
+        join per membership that began, one leave per one that ended (reaped or left)."""
+        held: dict[tuple[str, str], int] = {}
+        for (channel, _), (user, _) in self.node.presence._joined.items():
+            held[(channel, user)] = held.get((channel, user), 0) + 1
+        listed = {(f"chat:{i}", m.user): m.connections
+                  for i in range(7) for m in await other.presence.members(f"chat:{i}")}
+        assert listed == held and len(held) == 600 - 100 + 20  # users 0, 3, 6, ... left; 20 kept a 2nd conn
+        announced = self.log.seen + self.node.changes.seen + other.changes.seen
+        for key in {(c.channel, c.user) for c in announced} | set(held):
+            joins = sum(1 for c in announced if (c.channel, c.user) == key and c.action == "join")
+            leaves = sum(1 for c in announced if (c.channel, c.user) == key and c.action == "leave")
+            assert joins - leaves == (1 if key in held else 0) and leaves <= joins <= 2, (key, joins, leaves)
+
+
 async def test_an_instance_reaped_while_frozen_comes_back_with_exact_joins_and_leaves(
     make_node: MakeNode, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     busy, other = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
-    p, log = busy.presence, Changes()
-
-    def conns(i: int) -> list[str]:
-        return [f"c{i}", f"c{i}b"] if i % 5 == 0 else [f"c{i}"]
-
-    async def join(i: int, conn: str) -> None:
-        if await p.join(f"chat:{i % 7}", conn, f"u{i}", {}):
-            log.seen.append(PresenceChange(f"chat:{i % 7}", f"u{i}", "join"))
-
-    async def leave(i: int, conn: str) -> None:
-        if await p.leave(f"chat:{i % 7}", conn, f"u{i}"):
-            log.seen.append(PresenceChange(f"chat:{i % 7}", f"u{i}", "leave"))
-
-    await asyncio.gather(*(join(i, c) for i in range(300) for c in conns(i)))
+    storm, p = Storm(busy), busy.presence
+    await asyncio.gather(*storm.first_wave())
     old, running = p.identity, asyncio.Event()
     beat, apply = p._b_heartbeat, p._b_apply
 
@@ -290,33 +333,29 @@ async def test_an_instance_reaped_while_frozen_comes_back_with_exact_joins_and_l
     # frozen (a long GC pause, a stopped VM): its heartbeats and writes go out late
     monkeypatch.setattr(p, "_b_heartbeat", frozen_beat)
     monkeypatch.setattr(p, "_b_apply", frozen_apply)
-    storm = asyncio.gather(*(join(i, c) for i in range(300, 600) for c in conns(i)),
-                           *(leave(i, f"c{i}") for i in range(0, 300, 3)))
+    second = asyncio.gather(*storm.second_wave())
 
     async def reaped() -> bool:
         return sum([(await other.presence.stats(f"chat:{i}")).connections for i in range(7)]) == 0
 
     await eventually(reaped, 10 * SLOW, "the other instance reaping the frozen one")
     running.set()  # it runs again: its late writes are refused, it re-registers what it holds
-    await storm
+    await second
+    await storm.settle(old, other)
+    await storm.assert_exact(other)
 
-    async def settled() -> bool:
-        return p.identity != old and not p._dead and await p._b_expired() == []
 
-    await eventually(settled, 10 * SLOW, "re-registration, and the old identity reaped")
-    await other.presence.heartbeat()  # both wait for a reaping pass in progress
-    await p.heartbeat()
-    held: dict[tuple[str, str], int] = {}
-    for (channel, _), (user, _) in p._joined.items():
-        held[(channel, user)] = held.get((channel, user), 0) + 1
-    listed = {(f"chat:{i}", m.user): m.connections for i in range(7) for m in await other.presence.members(f"chat:{i}")}
-    assert listed == held and len(held) == 600 - 100 + 20  # users 0, 3, 6, ... left; 20 of them had 2 conns
-    announced = log.seen + busy.changes.seen + other.changes.seen
-    for key in {(c.channel, c.user) for c in announced} | set(held):
-        joins = sum(1 for c in announced if (c.channel, c.user) == key and c.action == "join")
-        leaves = sum(1 for c in announced if (c.channel, c.user) == key and c.action == "leave")
-        # one join per membership that began, one leave per one that ended (reaped or left)
-        assert joins - leaves == (1 if key in held else 0) and leaves <= joins <= 2, (key, joins, leaves)
+async def test_an_instance_that_stalls_mid_storm_comes_back_with_exact_joins_and_leaves(make_node: MakeNode) -> None:
+    busy, other = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
+    storm, p = Storm(busy), busy.presence
+    await asyncio.gather(*storm.first_wave())
+    old, loop = p.identity, asyncio.get_running_loop()
+    second = [loop.create_task(step) for step in storm.second_wave()]
+    await asyncio.sleep(0)  # the storm is under way: some of it queued, some in flight
+    time.sleep(1.5 * p.ttl)  # not a wait: the process stalls past its deadline (both instances do)
+    await asyncio.gather(*second)
+    await storm.settle(old, other)
+    await storm.assert_exact(other)
 
 
 redis_only = pytest.mark.parametrize("backend", [pytest.param("redis", marks=pytest.mark.redis)], indirect=True)
