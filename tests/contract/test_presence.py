@@ -228,34 +228,85 @@ async def test_close_removes_the_instance_and_reports_who_left(make_node: MakeNo
     assert await b.presence.members(CH) == [PresenceMember("bob", 1, {})]
 
 
+class LoopLag:
+    """The longest the event loop went without running a task while entered. An instance
+    whose process stalled longer than its ttl less a heartbeat period could not heartbeat,
+    so it may rightly be declared dead (a loaded test machine does this now and then); one
+    whose loop never stalled that long must not be, however much work it has queued."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        while True:
+            await asyncio.sleep(0.005)
+            now = loop.time()
+            self.worst, last = max(self.worst, now - last), now
+
+    def could_heartbeat(self, p: PresenceBase) -> bool:
+        return self.worst < p.ttl - 1.1 * p.interval
+
+
+async def _all_reaped(node: Node) -> bool:
+    empty = all([await node.presence.stats(f"chat:{i}") == PresenceStats(0, 0) for i in range(7)])
+    return empty and await node.presence._b_expired() == []
+
+
 async def test_reaping_a_large_instance_takes_batches_and_loses_nothing(make_node: MakeNode) -> None:
-    dead, alive = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
-    identity = dead.presence.identity
-    await asyncio.gather(*(dead.presence.join(f"chat:{i % 7}", f"c{i}", f"u{i}", {}) for i in range(1300)))
-    # busy, not dead: never declared dead while joining (nothing re-registered)
-    assert dead.presence.identity == identity and dead.changes.seen == []
+    async with LoopLag() as lag:
+        dead, alive = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
+        identity = dead.presence.identity
+        firsts = await asyncio.gather(*(dead.presence.join(f"chat:{i % 7}", f"c{i}", f"u{i}", {})
+                                        for i in range(1300)))
+    if lag.could_heartbeat(dead.presence):  # busy, not stalled: never declared dead while joining
+        assert dead.presence.identity == identity and dead.changes.seen == [], f"loop lag {lag.worst:.3f}s"
     await dead.presence.abandon()
-    await eventually(lambda: _has(alive.changes, 1300), 6 * SLOW, "1300 leaves")
+    await eventually(lambda: _all_reaped(alive), 6 * SLOW, "the dead instance reaped")
     await alive.presence.heartbeat()  # waits for a reaping pass in progress: every leave is in
-    assert sorted(c.user for c in alive.changes.seen) == sorted(f"u{i}" for i in range(1300))
-    for i in range(7):
-        assert await alive.presence.stats(f"chat:{i}") == PresenceStats(0, 0)
+    announced = dead.changes.seen + alive.changes.seen
+    joins = [f"u{i}" for i, first in enumerate(firsts) if first] + [c.user for c in announced if c.action == "join"]
+    leaves = [c.user for c in announced if c.action == "leave"]
+    # one leave per membership that began: one each, or two if it stalled and re-registered
+    assert sorted(leaves) == sorted(joins) and set(leaves) == {f"u{i}" for i in range(1300)}
+    if dead.presence.identity == identity:
+        assert len(leaves) == 1300
 
 
 async def test_a_busy_instance_stays_alive_while_its_work_outlasts_the_timeout(make_node: MakeNode) -> None:
-    busy, other = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
-    identity, loop = busy.presence.identity, asyncio.get_running_loop()
-    started = loop.time()
-    joins: list[asyncio.Task[bool]] = []
-    for wave in range(26):  # a reconnect storm: 1,300 joins arriving over longer than the timeout
-        joins += [loop.create_task(busy.presence.join(f"chat:{i % 7}", f"c{i}", f"u{i}", {}))
-                  for i in range(wave * 50, wave * 50 + 50)]
-        time.sleep(0.015)  # not a wait: the instance's event loop is busy (handshakes, JSON, GC)
-        await asyncio.sleep(0)
-    assert sum(await asyncio.gather(*joins)) == 1300
-    assert loop.time() - started > SLOW
-    assert busy.presence.identity == identity and busy.changes.seen == [] and other.changes.seen == []
+    async with LoopLag() as lag:
+        busy, other = await make_node(timeout=SLOW), await make_node(timeout=SLOW)
+        identity, loop = busy.presence.identity, asyncio.get_running_loop()
+        started = loop.time()
+        joins: list[asyncio.Task[bool]] = []
+        for wave in range(26):  # a reconnect storm: 1,300 joins arriving over longer than the timeout
+            joins += [loop.create_task(busy.presence.join(f"chat:{i % 7}", f"c{i}", f"u{i}", {}))
+                      for i in range(wave * 50, wave * 50 + 50)]
+            time.sleep(0.015)  # not a wait: the instance's event loop is busy (handshakes, JSON, GC)
+            await asyncio.sleep(0)
+        firsts = await asyncio.gather(*joins)
+        assert loop.time() - started > SLOW
+    if lag.could_heartbeat(busy.presence):
+        assert busy.presence.identity == identity, f"declared dead with a loop lag of {lag.worst:.3f}s"
+        assert sum(firsts) == 1300 and busy.changes.seen == [] and other.changes.seen == []
+    else:  # the process itself stalled past the deadline: it must come back whole
+        await eventually(lambda: _all_reaped_but(busy, identity), 10 * SLOW, "its re-registration")
     assert sum([(await other.presence.stats(f"chat:{i}")).users for i in range(7)]) == 1300
+
+
+async def _all_reaped_but(node: Node, old: str) -> bool:
+    return node.presence.identity != old and await node.presence._b_expired() == []
 
 
 @dataclass
