@@ -76,3 +76,10 @@ class PresenceUnavailable(AppError):
 
     def __init__(self, message: str = "presence backend unavailable") -> None:
         super().__init__(ErrorCode.UNAVAILABLE, message, temporary=True)
+
+
+def describe(exc: BaseException) -> str:
+    """What failed and why, for an error message or log line: ``"Type: message"``, or the
+    type alone when the message is empty (``TimeoutError()`` prints as nothing)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -189,8 +189,13 @@ class Presence(Protocol):
     an instance that has not heartbeaten for ``0.75 * timeout`` is dead and any
     instance's reaper removes its entries (idempotently, in batches) and reports
     the users whose last connection went, so a killed instance's members are gone
-    within ``timeout``. An adapter that finds itself declared dead (it stalled,
-    or Redis lost its data) re-registers its live entries under a new identity.
+    within ``timeout``. Liveness never waits on work: every batch of changes
+    counts as a heartbeat, and the heartbeat does not queue behind changes or
+    reaping. Once declared dead an identity is refused every write, so a
+    reaped instance leaves nothing behind; when it runs again it re-registers
+    its live entries under a new identity. Across that, every (channel, user)
+    gets exactly one ``leave`` if its membership was reaped and one ``join`` if
+    it was re-added, and none while another connection of the user held it.
 
     ``join``/``leave`` and ``connect``/``disconnect`` are atomic on the backend:
     "first" and "last" answers are exact across instances. Every method except

@@ -8,6 +8,7 @@ from collections import deque
 from collections.abc import Sequence
 
 from . import codec
+from .errors import describe
 from .models import Event
 from .ports import Broker
 from .telemetry import NullTelemetry, Telemetry
@@ -91,7 +92,7 @@ class BrokerRelay:
                     raise
                 except Exception as exc:
                     self._telemetry.broker_failed("publish")
-                    log.warning("broker publish failed (%s); retrying in %.2fs", exc, delay)
+                    log.warning("broker publish failed (%s); retrying in %.2fs", describe(exc), delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)
 

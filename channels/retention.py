@@ -10,6 +10,7 @@ import asyncio
 import logging
 import random
 
+from .errors import describe
 from .namespaces import NamespaceRules
 from .ports import EventStore
 from .telemetry import NullTelemetry, Telemetry
@@ -68,5 +69,5 @@ class Retention:
                 await self.run_once()
             except Exception as exc:  # the next pass retries; retention is never urgent
                 self._telemetry.store_failed("prune")
-                log.warning("retention pass failed: %s", exc)
+                log.warning("retention pass failed: %s", describe(exc))
             await asyncio.sleep(self._interval)

@@ -90,8 +90,23 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    """``<time> <level> <instance> <logger>: <message> [conn=... request=...]``, then the
+    traceback if any: every record names the instance that wrote it (several instances
+    often log to one place), and its connection or request when there is one."""
+
+    FORMAT = "%(asctime)s %(levelname)s %(instance)s %(name)s: %(message)s"
+
+    def __init__(self) -> None:
+        super().__init__(self.FORMAT)
+
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        if not getattr(record, "instance", None):  # a handler without the ContextFilter
+            record.instance = "-"
+        return super().format(record)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # tags go on the message line, before any traceback
+        text = super().formatMessage(record)
         tags = [f"{k}={getattr(record, k)}" for k in ("conn", "request") if getattr(record, k, None)]
         return f"{text} [{' '.join(tags)}]" if tags else text
 
@@ -103,7 +118,7 @@ def configure_logging(level: str, *, fmt: str = "text", instance: str = "") -> N
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

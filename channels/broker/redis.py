@@ -28,7 +28,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from ..errors import BrokerUnavailable
+from ..errors import BrokerUnavailable, describe
 from ..ports import Broker, BrokerListener
 
 logger = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ class RedisBroker(Broker):
             try:
                 await self._read_until_broken(conn)
             except (RedisError, OSError, TimeoutError) as exc:
-                logger.warning("lost Redis pub/sub connection (%s); reconnecting", _describe(exc))
+                logger.warning("lost Redis pub/sub connection (%s); reconnecting", describe(exc))
             except Exception:
                 logger.exception("Redis pub/sub listener failed; reconnecting")
             self._conn = None
@@ -218,7 +218,7 @@ class RedisBroker(Broker):
             try:
                 conn = await self._connect(resync=True)
             except (RedisError, OSError, TimeoutError) as exc:
-                logger.debug("Redis pub/sub reconnect attempt %d failed: %s", attempts, _describe(exc))
+                logger.debug("Redis pub/sub reconnect attempt %d failed: %s", attempts, describe(exc))
             except Exception:
                 logger.exception("Redis pub/sub reconnect attempt %d failed", attempts)
             else:
@@ -280,7 +280,7 @@ class RedisBroker(Broker):
             try:
                 await conn.send_command(*args, check_health=False)
             except (RedisError, OSError) as exc:
-                logger.debug("Redis pub/sub write failed: %s", _describe(exc))
+                logger.debug("Redis pub/sub write failed: %s", describe(exc))
 
     # -- reading --------------------------------------------------------------
 
@@ -371,8 +371,3 @@ def _new_future() -> asyncio.Future[None]:
     # Retrieve the exception set by close() even if no subscribe() awaits it.
     fut.add_done_callback(lambda f: f.cancelled() or f.exception())
     return fut
-
-
-def _describe(exc: BaseException) -> str:
-    # redis-py's exception repr hides the message ("network:ConnectionError").
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

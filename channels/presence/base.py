@@ -2,14 +2,24 @@
 
 An adapter keeps its own entries in memory too (``_conns``, ``_joined``): they are
 the truth the backend is repaired from. Each adapter object registers under an
-*identity* (a random id) whose deadline its heartbeat pushes forward. Once a
-deadline has passed the identity is dead for good: the heartbeat refuses to
-revive it, so reaping can proceed in batches without racing a comeback. An
-adapter that finds its identity dead (it stalled past the deadline, or Redis lost
-its data), or that failed to apply a change, takes a fresh identity, re-adds its
-live entries under it and retires the old one, which is then reaped like any dead
-instance. Counts are per (identity, connection), so the overlap creates no
-spurious join/leave.
+*identity* (a random id, a generation of this instance) whose deadline is pushed
+forward by the heartbeat and by every batch of changes. Once a deadline has
+passed the identity is dead for good: the heartbeat refuses to revive it and the
+backend rejects every later change under it, so the reaper (which removes a dead
+identity's entries and reports the leaves, atomically per batch) never races a
+late write, and nothing can be left behind under an identity nobody reaps.
+
+Liveness never waits on work: the heartbeat has its own loop (and, on Redis, its
+own connection), reaping and re-registration run in another loop, and changes go
+to the backend in batches (``ops.Batcher``), each of which is a heartbeat too.
+
+An adapter that finds its identity dead (it stalled past the deadline, or Redis
+lost its data), or that failed to apply a change, takes a fresh identity, re-adds
+its live entries under it and retires the old one, which is then reaped like any
+dead instance. Counts are per (identity, connection), so the overlap creates no
+spurious join/leave; a change rejected because its identity was dead is settled
+by that: a rejected join is re-added (and its ``join`` reported then, if first),
+a rejected leave is reaped (and its ``leave`` reported by the reaper).
 """
 
 from __future__ import annotations
@@ -19,18 +29,19 @@ import logging
 import random
 import uuid
 from abc import abstractmethod
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from ..errors import PresenceUnavailable
+from ..errors import PresenceUnavailable, describe
 from ..models import JsonObject, PresenceChange, PresenceMember, PresenceStats
 from ..ports import Presence, PresenceListener
+from .ops import Batcher, Op, Result
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 REAP_BATCH = 500
-REAP_ROUNDS = 200  # batches per dead identity per tick: bounded work, the rest next tick
+REAP_ROUNDS = 200  # batches per dead identity per pass: bounded work, the rest next pass
 
 
 class PresenceBase(Presence):
@@ -45,9 +56,13 @@ class PresenceBase(Presence):
         self.identity = _new_identity()
         self._conns: dict[str, str] = {}
         self._joined: dict[tuple[str, str], tuple[str, JsonObject]] = {}
-        self._dirty = False
+        self._dirty = False  # a change failed: the backend may miss some of our entries
+        self._dead = False  # the backend declared ``identity`` dead
+        self._batcher = Batcher(self._apply_batch, self._batch_applied)
+        self._maintenance = asyncio.Lock()
+        self._wake = asyncio.Event()
         self._listener: PresenceListener | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
     # -- lifecycle -------------------------------------------------------------
@@ -58,7 +73,11 @@ class PresenceBase(Presence):
         self._listener = listener
         await self._guard(self._b_heartbeat(self.identity, register=True))
         await self._reap_dead()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="presence-heartbeat")
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._loop(self._beat, "heartbeat"), name="presence-heartbeat"),
+            loop.create_task(self._loop(self._maintain, "maintenance", wake=True), name="presence-reaper"),
+        ]
 
     async def close(self) -> None:
         if self._closed:
@@ -66,60 +85,57 @@ class PresenceBase(Presence):
         self._closed = True
         await self.abandon()
         try:
+            await self._batcher.drain()
             await self._b_retire(self.identity)
             await self._reap(self.identity)
         except Exception as exc:
             log.warning("could not remove this instance's presence entries (%s); "
-                        "other instances reap them within %.0fs", exc, self.timeout)
+                        "other instances reap them within %.0fs", describe(exc), self.timeout)
 
     async def abandon(self) -> None:
         """Stop heartbeating and reaping without removing anything, as a killed instance would."""
-        task, self._task = self._task, None
-        if task is not None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
             task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def ping(self) -> None:
         await self._guard(self._b_ping())
 
     # -- the port ----------------------------------------------------------------
+    # Changes are queued in call order (``_submit`` takes the place before any await),
+    # so a leave or disconnect always reaches the backend after its join or connect.
 
     async def connect(self, conn: str, user: str, *, limit: int = 0) -> bool:
         if conn in self._conns:
             return True
         self._conns[conn] = user  # kept if the backend fails: it is counted on re-registration
-        ok = await self._apply(self._b_connect(self.identity, conn, user, limit))
-        if conn not in self._conns:
-            # disconnected while we were counting: its uncount may have reached the
-            # backend first (another pooled connection), so undo ours
-            if ok:
-                await self._apply(self._b_disconnect(self.identity, conn, user))
-        elif not ok:
+        identity = self.identity
+        n = await self._apply(Op("connect", conn, user, limit=limit))
+        if n is None or n >= 0:  # None: declared dead; the re-registration counts it (unlimited)
+            return True
+        if self._conns.get(conn) == user:
             del self._conns[conn]
-        return ok
+            if self.identity != identity:  # a re-registration queued meanwhile counted it
+                await self._apply(Op("disconnect", conn, user))
+        return False
 
     async def disconnect(self, conn: str, user: str) -> None:
         if self._conns.pop(conn, None) is not None:
-            await self._apply(self._b_disconnect(self.identity, conn, user))
+            await self._apply(Op("disconnect", conn, user))
 
     async def join(self, channel: str, conn: str, user: str, info: JsonObject) -> bool:
         if (channel, conn) in self._joined:
             return False
         self._joined[(channel, conn)] = (user, info)
-        first = await self._apply(self._b_join(self.identity, channel, conn, user, info))
-        if (channel, conn) in self._joined:
-            return first
-        # left while we were joining, and the leave may have reached the backend first:
-        # undo the join; announce only what is left of the pair
-        last = await self._apply(self._b_leave(self.identity, channel, conn, user))
-        if last and not first:
-            self._report([PresenceChange(channel, user, "leave")])
-        return first and not last
+        # None (declared dead): the re-registration re-adds it and reports the join
+        return await self._apply(Op("join", conn, user, channel, info)) == 1
 
     async def leave(self, channel: str, conn: str, user: str) -> bool:
         if self._joined.pop((channel, conn), None) is None:
             return False
-        return await self._apply(self._b_leave(self.identity, channel, conn, user))
+        # None (declared dead): the reaper removes it and reports the leave
+        return await self._apply(Op("leave", conn, user, channel)) == 0
 
     async def members(self, channel: str) -> list[PresenceMember]:
         return await self._guard(self._b_members(channel))
@@ -127,13 +143,32 @@ class PresenceBase(Presence):
     async def stats(self, channel: str) -> PresenceStats:
         return await self._guard(self._b_stats(channel))
 
-    async def _apply(self, op: Awaitable[T]) -> T:
-        """Run a change; on failure remember to re-register (the local state is already right)."""
+    def _submit(self, op: Op, identity: str | None = None) -> asyncio.Future[Result]:
+        return self._batcher.submit(self.identity if identity is None else identity, op)
+
+    async def _apply(self, op: Op) -> Result:
+        """Queue a change and wait for it; on failure remember to re-register (the local
+        state is already right)."""
         try:
-            return await self._guard(op)
+            return await self._submit(op)
         except PresenceUnavailable:
             self._dirty = True
             raise
+
+    async def _apply_batch(self, identity: str, ops: list[Op]) -> list[Result] | None:
+        return await self._guard(self._b_apply(identity, ops))
+
+    def _batch_applied(self, identity: str, ops: Sequence[Op], results: Sequence[Result]) -> None:
+        if results and results[0] is None:
+            self._found_dead(identity)
+            return
+        self._report([PresenceChange(op.channel, op.user, "join")
+                      for op, n in zip(ops, results) if op.restore and op.kind == "join" and n == 1])
+
+    def _found_dead(self, identity: str) -> None:
+        if identity == self.identity and not self._dead:
+            self._dead = True
+            self._wake.set()  # re-register now, not at the next period
 
     async def _guard(self, op: Awaitable[T]) -> T:
         """Await a backend call; backend failures become ``PresenceUnavailable``."""
@@ -142,10 +177,10 @@ class PresenceBase(Presence):
         except PresenceUnavailable:
             raise
         except (OSError, TimeoutError, ConnectionError) as exc:
-            raise PresenceUnavailable(f"presence backend unavailable: {exc}") from exc
+            raise PresenceUnavailable(f"presence backend unavailable: {describe(exc)}") from exc
         except Exception as exc:
             if self._is_backend_error(exc):
-                raise PresenceUnavailable(f"presence backend failed: {exc}") from exc
+                raise PresenceUnavailable(f"presence backend failed: {describe(exc)}") from exc
             raise
 
     def _is_backend_error(self, exc: Exception) -> bool:
@@ -154,69 +189,79 @@ class PresenceBase(Presence):
 
     # -- background work ---------------------------------------------------------
 
-    async def _run(self) -> None:
+    async def _loop(self, step: Callable[[], Awaitable[None]], what: str, *, wake: bool = False) -> None:
         task = asyncio.current_task()
         # redis-py may swallow a cancellation (turn it into ConnectionError, or retry
         # the command): a cancel that was asked for ends the loop all the same
         while task is None or not task.cancelling():
-            await asyncio.sleep(self.interval * random.uniform(0.9, 1.1))
+            delay = self.interval * random.uniform(0.9, 1.1)
+            if wake:
+                try:
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                except TimeoutError:
+                    pass
+                self._wake.clear()
+            else:
+                await asyncio.sleep(delay)
             try:
-                await self._tick()
+                await step()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # never die: the next tick retries
+            except Exception as exc:  # never die: the next period retries
                 if task is not None and task.cancelling():
                     raise asyncio.CancelledError from exc
                 unexpected = not isinstance(exc, PresenceUnavailable)
                 log.log(logging.ERROR if unexpected else logging.WARNING,
-                        "presence heartbeat failed: %s", exc, exc_info=unexpected)
+                        "presence %s failed: %s", what, describe(exc), exc_info=unexpected)
 
     async def heartbeat(self) -> None:
-        """Heartbeat and reap once, now (the background task does this every ``timeout / 5``)."""
-        await self._tick()
+        """Heartbeat, re-register if declared dead, and reap once, now (the background
+        tasks do this every ``timeout / 5``)."""
+        await self._beat()
+        await self._maintain()
 
-    async def _tick(self) -> None:
-        alive = await self._guard(self._b_heartbeat(self.identity, register=False))
-        if not alive or self._dirty:
-            await self._reregister("declared dead" if not alive else "a change failed")
-        await self._reap_dead()
+    async def _beat(self) -> None:
+        identity = self.identity
+        if not await self._guard(self._b_heartbeat(identity, register=False)):
+            self._found_dead(identity)
+
+    async def _maintain(self) -> None:
+        async with self._maintenance:
+            for _ in range(2):  # the reaper may find this instance itself dead: then once more
+                if self._dead or self._dirty:
+                    await self._reregister("declared dead" if self._dead else "a change failed")
+                await self._reap_dead()
+                if not (self._dead or self._dirty):
+                    return
 
     async def _reregister(self, why: str) -> None:
-        old, self.identity = self.identity, _new_identity()
-        self._dirty = False
+        old, new = self.identity, _new_identity()
+        await self._guard(self._b_heartbeat(new, register=True))
+        self.identity, self._dead, self._dirty = new, False, False
         log.warning("presence identity %s %s: re-registering %d connections and %d memberships as %s",
-                    old, why, len(self._conns), len(self._joined), self.identity)
+                    old, why, len(self._conns), len(self._joined), new)
+        # queued in the same step as the switch: ahead of every later change of these
+        # entries, and after every earlier one (those under ``old`` are rejected if it is dead)
+        futures = [self._submit(Op("connect", conn, user, restore=True), new) for conn, user in self._conns.items()]
+        futures += [self._submit(Op("join", conn, user, channel, info, restore=True), new)
+                    for (channel, conn), (user, info) in self._joined.items()]
+        outcomes = await asyncio.gather(*futures, return_exceptions=True)
+        failed = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failed is not None:
+            self._dirty = True  # retried under yet another identity; ``old`` expires on its own
+            raise failed
         try:
-            await self._guard(self._b_heartbeat(self.identity, register=True))
-            changes = await self._restore()
             await self._guard(self._b_retire(old))
-        except BaseException:
-            self._dirty = True
-            raise
-        self._report(changes)
-
-    async def _restore(self) -> list[PresenceChange]:
-        joins: list[PresenceChange] = []
-        identity = self.identity
-        conns = list(self._conns.items())
-        for conn, user in conns:
-            await self._guard(self._b_connect(identity, conn, user, 0))
-        joined = list(self._joined.items())
-        for (channel, conn), (user, info) in joined:
-            if await self._guard(self._b_join(identity, channel, conn, user, info)):
-                joins.append(PresenceChange(channel, user, "join"))
-        # a leave or disconnect that ran meanwhile may have reached the backend before our re-add
-        for (channel, conn), (user, _) in joined:
-            if (channel, conn) not in self._joined:
-                await self._guard(self._b_leave(identity, channel, conn, user))
-        for conn, user in conns:
-            if conn not in self._conns:
-                await self._guard(self._b_disconnect(identity, conn, user))
-        return joins
+        except PresenceUnavailable as exc:
+            log.warning("presence identity %s not retired (%s); it expires within %.1fs", old, exc.message, self.ttl)
 
     async def _reap_dead(self) -> None:
         for identity in await self._guard(self._b_expired()):
-            await self._reap(identity)
+            if identity == self.identity:  # we stalled: re-register rather than reap ourselves
+                self._found_dead(identity)
+            else:
+                await self._reap(identity)
 
     async def _reap(self, identity: str) -> None:
         for _ in range(REAP_ROUNDS):
@@ -250,20 +295,14 @@ class PresenceBase(Presence):
 
     @abstractmethod
     async def _b_reap(self, identity: str, batch: int) -> tuple[list[PresenceChange], bool]:
-        """Remove up to ``batch`` entries of a dead ``identity`` (nothing if it is alive);
-        the ``leave`` changes, and whether it is gone entirely."""
+        """Remove up to ``batch`` entries of a dead ``identity`` (nothing if it is alive),
+        atomically with computing the ``leave`` changes; and whether it is gone entirely."""
 
     @abstractmethod
-    async def _b_connect(self, identity: str, conn: str, user: str, limit: int) -> bool: ...
-
-    @abstractmethod
-    async def _b_disconnect(self, identity: str, conn: str, user: str) -> None: ...
-
-    @abstractmethod
-    async def _b_join(self, identity: str, channel: str, conn: str, user: str, info: JsonObject) -> bool: ...
-
-    @abstractmethod
-    async def _b_leave(self, identity: str, channel: str, conn: str, user: str) -> bool: ...
+    async def _b_apply(self, identity: str, ops: list[Op]) -> list[Result] | None:
+        """Apply ``ops`` in order, atomically, under a live ``identity`` and push its deadline
+        to now + ttl (a batch is a heartbeat); a result per op (see ``ops.Result``).
+        ``None``, changing nothing, if ``identity`` is unknown or its deadline has passed."""
 
     @abstractmethod
     async def _b_members(self, channel: str) -> list[PresenceMember]: ...

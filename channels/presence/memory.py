@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from ..models import JsonObject, PresenceChange, PresenceMember, PresenceStats
 from .base import PresenceBase
+from .ops import Op, Result
 
 
 @dataclass
@@ -81,39 +82,45 @@ class MemoryPresence(PresenceBase):
         hub.deadlines.pop(identity, None)
         return changes, True
 
-    async def _b_connect(self, identity: str, conn: str, user: str, limit: int) -> bool:
-        owned = self._hub.identities.setdefault(identity, {})
-        if ("", conn) in owned:
-            return True
-        if limit > 0 and self._hub.users.get(user, 0) >= limit:
-            return False
-        owned[("", conn)] = user
-        self._hub.users[user] = self._hub.users.get(user, 0) + 1
-        return True
-
-    async def _b_disconnect(self, identity: str, conn: str, user: str) -> None:
-        if self._hub.identities.get(identity, {}).pop(("", conn), None) is not None:
-            _decrement(self._hub.users, user)
-
-    async def _b_join(self, identity: str, channel: str, conn: str, user: str, info: JsonObject) -> bool:
-        hub = self._hub
+    async def _b_apply(self, identity: str, ops: list[Op]) -> list[Result] | None:
+        hub, now = self._hub, self._hub.clock()
+        deadline = hub.deadlines.get(identity)
+        if deadline is None or deadline < now:
+            return None
+        hub.deadlines[identity] = now + self.ttl
         owned = hub.identities.setdefault(identity, {})
-        if (channel, conn) in owned:
-            return False
-        owned[(channel, conn)] = user
-        hub.entries.setdefault(channel, {})[f"{identity}/{conn}"] = (user, info)
-        counts = hub.counts.setdefault(channel, {})
-        counts[user] = counts.get(user, 0) + 1
-        return counts[user] == 1
+        return [self._apply_one(identity, owned, op) for op in ops]
 
-    async def _b_leave(self, identity: str, channel: str, conn: str, user: str) -> bool:
+    def _apply_one(self, identity: str, owned: dict[tuple[str, str], str], op: Op) -> int:
         hub = self._hub
-        if hub.identities.get(identity, {}).pop((channel, conn), None) is None:
-            return False
-        hub.entries.get(channel, {}).pop(f"{identity}/{conn}", None)
-        last = _decrement(hub.counts.setdefault(channel, {}), user) <= 0
-        self._drop_empty(channel)
-        return last
+        if op.kind == "connect":
+            n = hub.users.get(op.user, 0)
+            if ("", op.conn) in owned:
+                return n
+            if op.limit > 0 and n >= op.limit:
+                return -1
+            owned[("", op.conn)] = op.user
+            hub.users[op.user] = n + 1
+            return n + 1
+        if op.kind == "disconnect":
+            if owned.pop(("", op.conn), None) is None:
+                return -1
+            return max(_decrement(hub.users, op.user), 0)
+        entry = f"{identity}/{op.conn}"
+        if op.kind == "join":
+            if (op.channel, op.conn) in owned:
+                return -1
+            owned[(op.channel, op.conn)] = op.user
+            hub.entries.setdefault(op.channel, {})[entry] = (op.user, op.info)
+            counts = hub.counts.setdefault(op.channel, {})
+            counts[op.user] = counts.get(op.user, 0) + 1
+            return counts[op.user]
+        if owned.pop((op.channel, op.conn), None) is None:
+            return -1
+        hub.entries.get(op.channel, {}).pop(entry, None)
+        left = max(_decrement(hub.counts.setdefault(op.channel, {}), op.user), 0)
+        self._drop_empty(op.channel)
+        return left
 
     def _drop_empty(self, channel: str) -> None:
         for table in (self._hub.entries, self._hub.counts):

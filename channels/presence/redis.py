@@ -13,6 +13,7 @@ from redis.exceptions import RedisError
 from ..models import JsonObject, PresenceChange, PresenceMember, PresenceStats
 from . import scripts
 from .base import PresenceBase
+from .ops import Op, Result
 
 
 class RedisPresence(PresenceBase):
@@ -40,6 +41,9 @@ class RedisPresence(PresenceBase):
         super().__init__(timeout=timeout)
         self._owns_client = isinstance(client, str)
         self._client: Redis = self.client_for(client) if isinstance(client, str) else client
+        # the heartbeat's own connection (taken from the pool once): it never queues
+        # behind a storm of changes waiting for a pooled connection
+        self._beat_client: Redis = self._client.client()
         self._p = f"{prefix}pr:"
         self._command_timeout = command_timeout
         self._ids = self._p + "ids"
@@ -48,25 +52,24 @@ class RedisPresence(PresenceBase):
         self._heartbeat = register(scripts.HEARTBEAT)
         self._retire = register(scripts.RETIRE)
         self._expired = register(scripts.EXPIRED)
-        self._connect = register(scripts.CONNECT)
-        self._disconnect = register(scripts.DISCONNECT)
-        self._join = register(scripts.JOIN)
-        self._leave = register(scripts.LEAVE)
+        self._apply_script = register(scripts.APPLY)
         self._reap_script = register(scripts.REAP)
 
     async def close(self) -> None:
         try:
             await super().close()
         finally:
+            await self._beat_client.aclose()
             if self._owns_client:
                 await self._client.aclose()
 
     def _is_backend_error(self, exc: Exception) -> bool:
         return isinstance(exc, RedisError)
 
-    async def _run_script(self, script: Any, keys: list[str], args: list[str | int]) -> Any:
+    async def _run_script(self, script: Any, keys: list[str], args: list[str | int],
+                          client: Redis | None = None) -> Any:
         async with asyncio.timeout(self._command_timeout):
-            return await script(keys=keys, args=args)
+            return await script(keys=keys, args=args, client=client)
 
     # -- keys ---------------------------------------------------------------------
 
@@ -80,7 +83,8 @@ class RedisPresence(PresenceBase):
 
     async def _b_heartbeat(self, identity: str, *, register: bool) -> bool:
         ttl_ms = int(self.ttl * 1000)
-        alive = await self._run_script(self._heartbeat, [self._ids], [identity, ttl_ms, "1" if register else "0"])
+        alive = await self._run_script(self._heartbeat, [self._ids], [identity, ttl_ms, "1" if register else "0"],
+                                       self._beat_client)
         return bool(alive)
 
     async def _b_retire(self, identity: str) -> None:
@@ -98,26 +102,22 @@ class RedisPresence(PresenceBase):
         changes = [PresenceChange(rest[i], rest[i + 1], "leave") for i in range(0, len(rest), 2)]
         return changes, done
 
-    async def _b_connect(self, identity: str, conn: str, user: str, limit: int) -> bool:
-        keys = [self._identity_key(identity), self._user_counts]
-        return int(await self._run_script(self._connect, keys, [f"c\n{conn}", user, limit])) >= 0
-
-    async def _b_disconnect(self, identity: str, conn: str, user: str) -> None:
-        await self._run_script(self._disconnect, [self._identity_key(identity), self._user_counts],
-                               [f"c\n{conn}", user])
-
-    async def _b_join(self, identity: str, channel: str, conn: str, user: str, info: JsonObject) -> bool:
-        entries, counts = self._channel_keys(channel)
-        value = orjson.dumps({"u": user, "i": info}).decode()
-        n = await self._run_script(self._join, [self._identity_key(identity), entries, counts],
-                                   [f"m\n{channel}\n{conn}", user, f"{identity}/{conn}", value])
-        return int(n) == 1
-
-    async def _b_leave(self, identity: str, channel: str, conn: str, user: str) -> bool:
-        entries, counts = self._channel_keys(channel)
-        n = await self._run_script(self._leave, [self._identity_key(identity), entries, counts],
-                                   [f"m\n{channel}\n{conn}", user, f"{identity}/{conn}"])
-        return int(n) == 0
+    async def _b_apply(self, identity: str, ops: list[Op]) -> list[Result] | None:
+        keys = [self._ids, self._identity_key(identity), self._user_counts]
+        index: dict[str, int] = {}
+        args: list[str | int] = [identity, int(self.ttl * 1000)]
+        for op in ops:
+            if op.kind in ("connect", "disconnect"):
+                args += [op.kind[0], f"c\n{op.conn}", op.user, op.limit, "", ""]
+                continue
+            if op.channel not in index:
+                index[op.channel] = len(keys) + 1  # Lua counts from 1
+                keys.extend(self._channel_keys(op.channel))
+            value = orjson.dumps({"u": op.user, "i": op.info}).decode() if op.kind == "join" else ""
+            args += [op.kind[0], f"m\n{op.channel}\n{op.conn}", op.user, index[op.channel],
+                     f"{identity}/{op.conn}", value]
+        out = await self._run_script(self._apply_script, keys, args)
+        return [int(n) for n in out[1:]] if int(out[0]) else None
 
     async def _b_members(self, channel: str) -> list[PresenceMember]:
         entries, _ = self._channel_keys(channel)

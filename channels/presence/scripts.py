@@ -9,7 +9,9 @@ Keys (``P`` is the Redis prefix followed by ``pr:``):
 * ``P n:<channel>``    hash user -> connections joined (first/last are decided here)
 * ``P u``              hash user -> connections open, across instances
 
-Times come from Redis (``TIME``), so instance clocks may disagree. The reaper
+Times come from Redis (``TIME``), so instance clocks may disagree. Every write
+under an identity checks that its deadline has not passed, so once the reaper may
+have started on an identity nothing can be added under it again. The reaper
 touches keys it derives from entries (not declared in KEYS): fine on one Redis
 (or a replicated one), not on Redis Cluster.
 """
@@ -29,8 +31,8 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 return 1
 """
 
-# KEYS: ids; ARGV: identity. Added even if already reaped: entries written under it
-# after the reap (by an instance that had not noticed yet) are reaped too.
+# KEYS: ids; ARGV: identity. Added even if already reaped (the reaper then finds
+# nothing and drops it again): APPLY refuses every write under it from now on.
 RETIRE = """
 redis.call('ZADD', KEYS[1], 0, ARGV[1])
 return 1
@@ -41,40 +43,57 @@ EXPIRED = _NOW + """
 return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now, 'LIMIT', 0, 100)
 """
 
-# KEYS: identity hash, user counts; ARGV: field, user, limit -> count, or -1 refused
-CONNECT = """
-local n = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return n end
-local limit = tonumber(ARGV[3])
-if limit > 0 and n >= limit then return -1 end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-return redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-"""
-
-# KEYS: identity hash, user counts; ARGV: field, user
-DISCONNECT = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-local n = redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
-if n <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return n
-"""
-
-# KEYS: identity hash, channel entries, channel counts; ARGV: field, user, entry, value
-# -> the user's connections in the channel after joining, or -1 if already joined
-JOIN = """
-if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
-redis.call('HSET', KEYS[2], ARGV[3], ARGV[4])
-return redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
-"""
-
-# KEYS: identity hash, channel entries, channel counts; ARGV: field, user, entry
-# -> the user's connections left in the channel, or -1 if it was not joined
-LEAVE = """
-if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return -1 end
-redis.call('HDEL', KEYS[2], ARGV[3])
-local n = redis.call('HINCRBY', KEYS[3], ARGV[2], -1)
-if n <= 0 then redis.call('HDEL', KEYS[3], ARGV[2]) end
-return n
+# KEYS: ids, identity hash, user counts, then the entries and counts hash of each
+# channel the batch touches; ARGV: identity, ttl_ms, then six per op: kind ('c'
+# connect, 'd' disconnect, 'j' join, 'l' leave), field, user, n (connect: the
+# limit; join/leave: the index in KEYS of the channel's entries hash, its counts
+# hash follows), entry, value.
+# -> {0} if the identity is unknown or its deadline has passed (nothing changed:
+#    a reaped instance's late writes are refused), else {1, result per op}:
+#    connect: the user's open connections after it, -1 refused (limit)
+#    disconnect: connections left, -1 not counted
+#    join: the user's connections in the channel after it, -1 already joined
+#    leave: connections left there, -1 not joined
+# A batch that is applied pushes the identity's deadline (it is a heartbeat).
+APPLY = _NOW + """
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if (not s) or tonumber(s) < now then return {0} end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local own, users, out = KEYS[2], KEYS[3], {1}
+for i = 3, #ARGV, 6 do
+  local kind, field, user, k = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local r
+  if kind == 'c' then
+    r = tonumber(redis.call('HGET', users, user) or '0')
+    if redis.call('HEXISTS', own, field) == 0 then
+      if k > 0 and r >= k then r = -1 else
+        redis.call('HSET', own, field, user)
+        r = redis.call('HINCRBY', users, user, 1)
+      end
+    end
+  elseif kind == 'd' then
+    r = -1
+    if redis.call('HDEL', own, field) == 1 then
+      r = redis.call('HINCRBY', users, user, -1)
+      if r <= 0 then redis.call('HDEL', users, user); r = 0 end
+    end
+  elseif kind == 'j' then
+    r = -1
+    if redis.call('HSETNX', own, field, user) == 1 then
+      redis.call('HSET', KEYS[k], ARGV[i + 4], ARGV[i + 5])
+      r = redis.call('HINCRBY', KEYS[k + 1], user, 1)
+    end
+  else
+    r = -1
+    if redis.call('HDEL', own, field) == 1 then
+      redis.call('HDEL', KEYS[k], ARGV[i + 4])
+      r = redis.call('HINCRBY', KEYS[k + 1], user, -1)
+      if r <= 0 then redis.call('HDEL', KEYS[k + 1], user); r = 0 end
+    end
+  end
+  out[#out + 1] = r
+end
+return out
 """
 
 # KEYS: ids, identity hash; ARGV: identity, batch, key prefix P

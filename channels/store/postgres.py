@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from ..codec import dumps, loads
-from ..errors import AppError, ErrorCode, StoreUnavailable
+from ..errors import AppError, ErrorCode, StoreUnavailable, describe
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_postgres
@@ -194,7 +194,7 @@ class PostgresEventStore(EventStore):
             try:
                 self._pool = await asyncpg.create_pool(self._url, **self._pool_options)
             except _DRIVER_ERRORS as exc:
-                raise StoreUnavailable(f"cannot connect to PostgreSQL: {_describe(exc)}") from exc
+                raise StoreUnavailable(f"cannot connect to PostgreSQL: {describe(exc)}") from exc
         try:
             await self._call("migrate", migrate_postgres)
         except BaseException:
@@ -303,14 +303,14 @@ class PostgresEventStore(EventStore):
             except _RETRYABLE as exc:
                 if attempt == self._max_attempts:
                     raise StoreUnavailable(
-                        f"{what} gave up after {attempt} conflicting attempts: {_describe(exc)}"
+                        f"{what} gave up after {attempt} conflicting attempts: {describe(exc)}"
                     ) from exc
-                log.debug("%s conflicted (%s), retrying", what, _describe(exc))
+                log.debug("%s conflicted (%s), retrying", what, describe(exc))
                 await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
             except _INPUT_ERRORS as exc:
                 raise _refused(exc) from exc
             except _DRIVER_ERRORS as exc:
-                raise StoreUnavailable(f"event store {what} failed: {_describe(exc)}") from exc
+                raise StoreUnavailable(f"event store {what} failed: {describe(exc)}") from exc
         raise AssertionError("unreachable")
 
     async def _append(self, conn: Connection, batch: Sequence[NewEvent]) -> list[Appended]:
@@ -408,8 +408,3 @@ def _ms(moment: datetime) -> int:
 
 def _refused(exc: BaseException) -> AppError:
     return AppError(ErrorCode.BAD_REQUEST, f"event store refused the input: {exc}")
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from ..codec import dumps, loads
-from ..errors import AppError, ErrorCode, StoreUnavailable
+from ..errors import AppError, ErrorCode, StoreUnavailable, describe
 from ..models import Appended, ChannelBounds, Event, NewEvent
 from ..ports import EventStore
 from .migrate import migrate_sqlite
@@ -129,7 +129,7 @@ class SqliteEventStore(EventStore):
             await self._configure(self._conn)
         except (sqlite3.Error, OSError) as exc:
             await self._release()
-            raise StoreUnavailable(f"cannot open SQLite database: {exc}") from exc
+            raise StoreUnavailable(f"cannot open SQLite database: {describe(exc)}") from exc
         try:
             async with self._session("migrate", write=True) as conn:
                 await migrate_sqlite(conn)
@@ -310,7 +310,7 @@ class SqliteEventStore(EventStore):
                     if not durable:
                         await conn.execute(f"PRAGMA synchronous={self._synchronous}")
             except sqlite3.Error as exc:
-                raise StoreUnavailable(f"event store {what} failed: {exc}") from exc
+                raise StoreUnavailable(f"event store {what} failed: {describe(exc)}") from exc
             except UnicodeEncodeError as exc:  # a lone surrogate in a text column
                 refused = AppError(ErrorCode.BAD_REQUEST, f"event store refused the input: {exc}")
                 raise refused from exc
