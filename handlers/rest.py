@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from channels.errors import AppError, ErrorCode
+from channels.errors import AppError, ErrorCode, describe
 from channels.models import Principal
 from channels.ports import Broker, EventStore
 from channels.service import ChannelService
@@ -142,7 +142,7 @@ def health_handlers(
                 await ping()
                 checks[name] = "ok"
             except Exception as exc:  # any failure means not ready; say which
-                checks[name] = f"unavailable: {exc}"
+                checks[name] = f"unavailable: {describe(exc)}"
         ready = all(v == "ok" for v in checks.values())
         return web.json_response({"status": "ok" if ready else "unavailable", "checks": checks},
                                  status=200 if ready else 503)

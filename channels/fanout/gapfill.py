@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from ..errors import AppError
+from ..errors import AppError, describe
 from ..ports import EventStore
 from ..telemetry import Telemetry
 from .handoff import Spawn
@@ -61,7 +61,7 @@ class GapFiller:
                     self._telemetry.store_failed("read")
                     unexpected = not isinstance(exc, AppError)
                     log.log(logging.ERROR if unexpected else logging.WARNING,
-                            "gap fill of %s failed (%s); retrying in %.2fs", state.name, exc, delay,
+                            "gap fill of %s failed (%s); retrying in %.2fs", state.name, describe(exc), delay,
                             exc_info=unexpected)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 2.0)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from ..models import PresenceChange
+from ..errors import describe
 from ..ports import Delivery
 from ..telemetry import Telemetry
 from .state import ChannelState
@@ -61,7 +62,7 @@ class HandOff:
                 self._telemetry.handoff_failed()
                 if failures == 1:
                     log.error("hand-off of %s#%d to local connections failed (%s); retrying",
-                              state.name, state.outbox[0].seq, error, exc_info=error)
+                              state.name, state.outbox[0].seq, describe(error), exc_info=error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._max_retry_delay)
         finally:

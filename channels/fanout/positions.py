@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterable
 
+from ..errors import describe
 from ..ports import EventStore
 from .gapfill import READ_PAGE, GapFiller
 from .state import ChannelState
@@ -41,7 +42,7 @@ class PositionCheck:
             try:
                 heads = await self._store.heads([s.name for s in chunk])
             except Exception as exc:
-                log.warning("position check failed: %s", exc)
+                log.warning("position check of %d channels failed: %s", len(chunk), describe(exc))
                 continue
             for state in chunk:
                 self._compare(state, heads.get(state.name, 0))
