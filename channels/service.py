@@ -15,11 +15,11 @@ from . import authz, codec
 from .errors import AppError, ErrorCode
 from .fanout import Fanout, JoinResult
 from .models import MAX_SEQ, Appended, Event, JsonObject, NewEvent, PresenceMember, Principal
-from .names import validate_channel
+from .names import namespace_of, validate_channel
 from .namespaces import NamespaceRules
 from .ports import EventStore
 from .presence.tracker import PresenceTracker
-from .store.writer import GroupCommitWriter
+from .store.writer import GroupCommitWriter, check_storable
 from .telemetry import NullTelemetry, Telemetry
 
 
@@ -175,7 +175,10 @@ class ChannelService:
         checked = []
         for index, it in enumerate(items):
             try:
-                checked.append(self._checked(principal, it.channel, it.type, it.data, it.client_msg_id))
+                item, encoded = self._checked(principal, it.channel, it.type, it.data, it.client_msg_id)
+                # the writer would refuse it too, but only once the items before it are queued
+                check_storable(item, encoded)
+                checked.append((item, encoded))
             except AppError as exc:
                 raise AppError(exc.code, f"events[{index}]: {exc.message}") from None
         # gather starts the submits in list order; each queues before its first await
@@ -226,10 +229,17 @@ class ChannelService:
         await self.drop_connection(principal, conn_id, channels)
         await self._presence.disconnect(principal, conn_id)
 
-    async def presence(self, principal: Principal, channel: str) -> list[PresenceMember]:
-        """Members of ``channel`` across instances (readers only; presence must be on)."""
+    async def presence(
+        self, principal: Principal, channel: str, *, off: ErrorCode = ErrorCode.BAD_REQUEST
+    ) -> list[PresenceMember]:
+        """Members of ``channel`` across instances (readers only). Where presence is off
+        in the channel's namespace the call fails with ``off``, after the name and the
+        read access are checked: ``bad_request`` on a socket, ``not_found`` over REST,
+        where the channel simply has no presence resource."""
         validate_channel(channel)
         authz.require_read(principal, channel)
+        if not self._presence.enabled(channel):
+            raise AppError(off, f"presence is off in namespace '{namespace_of(channel)}'")
         return await self._presence.members(channel)
 
     async def stats(self, principal: Principal, channel: str) -> ChannelStats:

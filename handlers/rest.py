@@ -107,9 +107,9 @@ class RestHandlers:
         return json_response(out, status=200 if appended.duplicate else 201)
 
     async def presence(self, request: web.Request) -> web.Response:
-        """``GET /channels/{channel}/presence``: members across instances (presence namespaces)."""
+        """``GET /channels/{channel}/presence``: members across instances; 404 where presence is off."""
         channel = request.match_info["channel"]
-        members = await self._service.presence(principal(request), channel)
+        members = await self._service.presence(principal(request), channel, off=ErrorCode.NOT_FOUND)
         return json_response(PresenceOut.model_validate({"channel": channel, "members": [m.wire() for m in members]}))
 
     async def sync(self, request: web.Request) -> web.Response:

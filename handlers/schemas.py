@@ -1,6 +1,8 @@
 """Pydantic wire models: what clients send and what they get back.
 
-Inputs are strict (no "5" -> 5 coercion on sockets) and forbid unknown fields,
+Inputs are strict (no "5" -> 5 or false -> 0 coercion, on sockets and in REST
+bodies alike, so that what the OpenAPI document calls invalid is refused; only the
+REST query models coerce, as a query string is text) and forbid unknown fields,
 so malformed calls fail with ``bad_request`` naming the field.
 """
 
@@ -8,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from channels.models import MAX_SEQ
 
@@ -18,6 +20,18 @@ EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, patter
 # any characters but control characters (a newline in an id would split log lines)
 ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
+
+
+def _json_integer(value: object) -> object:
+    """JSON Schema's ``integer`` is a number without a fraction, so 3.0 is one (some
+    JSON encoders write every number so); true and false stay refused (strict models)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# a seq in a REST body, where the OpenAPI document is the contract
+JsonSeq = Annotated[Seq, BeforeValidator(_json_integer)]
 Limit = Annotated[int, Field(ge=1, le=10_000)]
 # as answered by subscribe, sync and history ("" while a channel has no history)
 Epoch = Annotated[str, StringConstraints(max_length=64)]
@@ -69,7 +83,7 @@ class HistoryIn(_SocketIn):
 class PublishBody(BaseModel):
     """``POST /channels/{channel}/events``; the ``Idempotency-Key`` header may carry ``client_msg_id``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     type: EventType
     data: dict[str, Any]
     client_msg_id: ClientMsgId | None = None
@@ -85,8 +99,8 @@ class HistoryQuery(BaseModel):
 class SyncBody(BaseModel):
     """``POST /sync``: the last seq the client holds for each channel (0 for none)."""
 
-    model_config = ConfigDict(extra="forbid")
-    channels: dict[str, Seq]
+    model_config = ConfigDict(extra="forbid", strict=True)
+    channels: dict[str, JsonSeq]
     epochs: dict[str, Epoch] = Field(
         default_factory=dict,
         description="the epoch each position in channels was read in (from an earlier answer); "
@@ -149,7 +163,7 @@ class PresenceOut(BaseModel):
 
 
 class BatchEventIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     channel: str
     type: EventType
     data: dict[str, Any]
@@ -159,7 +173,7 @@ class BatchEventIn(BaseModel):
 class BatchPublishBody(BaseModel):
     """``POST /server/publish``: events in the order they are to be committed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     events: list[BatchEventIn]
 
 

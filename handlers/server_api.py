@@ -80,10 +80,10 @@ class ServerApi:
         return json_response(DisconnectOut(user=user, sent=True), status=202)
 
     async def presence(self, request: web.Request) -> web.Response:
-        """``GET /server/channels/{channel}/presence``"""
+        """``GET /server/channels/{channel}/presence``; 404 where presence is off."""
         who = server_principal(request)
         channel = request.match_info["channel"]
-        members = await self._service.presence(who, channel)
+        members = await self._service.presence(who, channel, off=ErrorCode.NOT_FOUND)
         return json_response(PresenceOut.model_validate({"channel": channel, "members": [m.wire() for m in members]}))
 
     async def stats(self, request: web.Request) -> web.Response:

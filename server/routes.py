@@ -66,13 +66,15 @@ def api_routes(app: web.Application) -> list[Route]:
         Route("POST", API + "/channels/{channel}/events", rest.publish, "publishEvent",
               "Publish one event, durable before the response; 201 new, 200 duplicate",
               {201: PublishOut, 200: PublishOut}, body=PublishBody,
-              headers={"Idempotency-Key": "client_msg_id for retries (1-128 characters)"},
+              headers={"Idempotency-Key": "client_msg_id for retries (1-128 characters). When the body "
+                                          "carries client_msg_id too, the two must be equal: a request "
+                                          "where they differ is refused with 400 bad_request"},
               errors=(400, 401, 403, 413, 429, 503)),
         Route("POST", API + "/sync", rest.sync, "sync",
               "Missed events for each {channel: last_seq}", {200: SyncOut}, body=SyncBody, errors=read_errors),
         Route("GET", API + "/channels/{channel}/presence", rest.presence, "presence",
               "Members of a presence channel, across instances (a user with several connections once)",
-              {200: PresenceOut}, errors=read_errors, tag="presence"),
+              {200: PresenceOut}, errors=(*read_errors, 404), tag="presence"),
         Route("POST", API + "/server/publish", server.publish, "serverPublish",
               "Server role: publish a batch of events to any channels, each durable and ordered",
               {200: BatchPublishOut}, body=BatchPublishBody, errors=(*server_errors, 413), tag="server"),
@@ -80,7 +82,8 @@ def api_routes(app: web.Application) -> list[Route]:
               "Server role: close every connection of a user on every instance",
               {202: DisconnectOut}, errors=server_errors, tag="server"),
         Route("GET", API + "/server/channels/{channel}/presence", server.presence, "serverPresence",
-              "Server role: members of any presence channel", {200: PresenceOut}, errors=server_errors, tag="server"),
+              "Server role: members of any presence channel", {200: PresenceOut}, errors=(*server_errors, 404),
+              tag="server"),
         Route("GET", API + "/server/channels/{channel}/stats", server.stats, "serverChannelStats",
               "Server role: head seq, retained range and subscribers of a channel",
               {200: ChannelStatsOut}, errors=server_errors, tag="server"),
@@ -98,7 +101,7 @@ def add_routes(app: web.Application, *, version: str) -> list[Route]:
     from .openapi import openapi_route
 
     routes = api_routes(app)
-    routes.append(openapi_route(routes, version=version))
+    routes.append(openapi_route(routes, version=version, limits=app[keys.SERVICE].limits))
     for route in routes:
         app.router.add_route(route.method, route.path, route.handler)
     return routes
