@@ -259,6 +259,10 @@ def _translate_request(base: Callable[[web.Request], dict[str, Any]], request: w
     return environ
 
 
+# what a polling client sends; engineio cannot answer a POST with anything else
+_FROM_POLLING_CLIENT = frozenset((eio_packet.CLOSE, eio_packet.PONG, eio_packet.MESSAGE, eio_packet.UPGRADE))
+
+
 class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
     websocket_compression = False
     # (eio_sid, message) -> True when it handled a text message itself (server/inline.py)
@@ -296,9 +300,18 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         elif socket is not None and request.method == "POST":
             body = await request.read()  # at most client_max_size, the message cap (else 413)
             try:
-                eio_payload.Payload(encoded_payload=body.decode("utf-8"))
+                packets = eio_payload.Payload(encoded_payload=body.decode("utf-8")).packets
             except Exception as exc:  # the client's bytes, not our bug
                 self.protocol_errors.report(socket.sid, ProtocolError("bad_payload", f"polling body: {exc}"))
+                return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
+            kind = next((p.packet_type for p in packets if p.packet_type not in _FROM_POLLING_CLIENT), None)
+            if kind is not None:  # OPEN is 0
+                # engineio answers one with disconnect(wait=True), which waits for a
+                # GET to drain the queue: the POST was never answered
+                self.protocol_errors.report(socket.sid, ProtocolError(
+                    "unknown_packet", f"Engine.IO packet type {kind} is not sent by polling clients", close=True))
+                await socket.close(wait=False, abort=False, reason=self.reason.TRANSPORT_ERROR)
+                self.sockets.pop(sid, None)  # a later request is an unknown session (400)
                 return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
             request[_BODY] = body
         response: web.StreamResponse = await super().handle_request(request)

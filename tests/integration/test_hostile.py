@@ -247,6 +247,22 @@ async def test_the_engineio_endpoint_answers_bad_requests_with_400_never_500(emb
     assert "Traceback" not in log, log[-3000:]
 
 
+async def test_a_polling_post_of_a_packet_clients_do_not_send_is_answered_400_at_once(embedded: ServerFactory) -> None:
+    """engineio answered OPEN, PING or NOOP in a POST by disconnecting with wait=True,
+    waiting for a GET that never came: the POST hung (found by the fuzzer)."""
+    server = await embedded.start()
+    base = server.url + "/socket.io/?EIO=4&transport=polling"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+        for body in ("6", "2", "0", "40\x1e6"):
+            sid = await open_polling(http, server.url)
+            async with http.post(f"{base}&sid={sid}", data=body) as r:
+                assert r.status == 400, body
+            async with http.get(f"{base}&sid={sid}") as r:  # the session is gone
+                assert r.status == 400, body
+    log = log_text(server)
+    assert "Traceback" not in log, log[-3000:]
+
+
 # -- 9. sessions that never connect are closed, and capped per IP ----------------------------
 
 async def test_sessions_that_never_send_40_are_closed_after_the_deadline_and_capped_per_ip(
