@@ -213,6 +213,10 @@ async def websocket_session(socket: AsyncSocket, ws: Any) -> None:
             except Exception:  # not even Engine.IO (engineio lets this escape): end the transport
                 server.logger.info("%s: undecodable packet, closing the transport", socket.sid)
                 break
+            if not 0 <= pkt.packet_type < len(eio_packet.packet_names):  # engineio indexes its names with it
+                server.protocol_errors.report(socket.sid, ProtocolError(
+                    "unknown_packet", f"Engine.IO packet type {pkt.packet_type} does not exist", close=True))
+                break
             try:
                 await socket.receive(pkt)
             except eio_exceptions.UnknownPacketError:

@@ -263,6 +263,21 @@ async def test_a_polling_post_of_a_packet_clients_do_not_send_is_answered_400_at
     assert "Traceback" not in log, log[-3000:]
 
 
+async def test_an_engineio_packet_type_that_does_not_exist_ends_the_websocket_without_traceback(
+    embedded: ServerFactory,
+) -> None:
+    """engineio indexed its packet names with the client's digit: IndexError and a
+    traceback per frame (found by the fuzzer)."""
+    server = await embedded.start()
+    async with aiohttp.ClientSession() as http:
+        for frame in ("9", "7hello", "8"):
+            ws = await raw_ws(server, http, join=True)
+            await ws.send_str(frame)
+            assert await closed_within(ws, 10), frame
+    log = log_text(server)
+    assert "Traceback" not in log and "(unknown_packet)" in log, log[-3000:]
+
+
 # -- 9. sessions that never connect are closed, and capped per IP ----------------------------
 
 async def test_sessions_that_never_send_40_are_closed_after_the_deadline_and_capped_per_ip(
