@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import time
 import types
-from collections import deque
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any
@@ -40,42 +39,18 @@ from .delivery import Flusher, SendBound, _WebSocket
 from .handshake import Handshakes
 from .protocol import AttachmentLimits, PendingBinary, ProtocolError, ProtocolErrors, check_binary_header
 from .sendqueue import TrackedQueue
+from .timers import FifoTimer
 
 
-class PingClock:
-    """Sends each socket its next PING ``interval`` seconds after it was scheduled.
-
-    The interval is the same for every socket, so due times come in the order
-    sockets are scheduled: a FIFO and one timer for its head replace a sleeping
-    task per socket.
-    """
+class PingClock(FifoTimer[AsyncSocket]):
+    """Sends each socket its next PING ``interval`` seconds after it was scheduled: one
+    FIFO and one timer instead of engineio's sleeping task per socket."""
 
     def __init__(self, interval: float) -> None:
-        self._interval = interval
-        self._due: deque[tuple[float, AsyncSocket]] = deque()
-        self._timer: asyncio.TimerHandle | None = None
+        super().__init__(interval, _send_ping)
 
     def schedule(self, socket: AsyncSocket) -> None:
-        loop = asyncio.get_running_loop()
-        self._due.append((loop.time() + self._interval, socket))
-        if self._timer is None:
-            self._timer = loop.call_at(self._due[0][0], self._fire)
-
-    def _fire(self) -> None:
-        self._timer = None
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        due = self._due
-        while due and due[0][0] <= now:
-            _send_ping(due.popleft()[1])
-        if due:
-            self._timer = loop.call_at(due[0][0], self._fire)
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._due.clear()
+        self.add(socket)
 
 
 def _send_ping(socket: AsyncSocket) -> None:
