@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
+
+from tests.support.waiting import LOADED, elapsed_until, eventually
 
 
 @dataclass
@@ -25,25 +25,18 @@ class Recorder:
     def seqs(self, channel: str) -> list[int]:
         return [e["seq"] for e in self.events[channel]]
 
-    async def wait_for_seq(self, channel: str, seq: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    async def wait_for_seq(self, channel: str, seq: int, timeout: float = LOADED) -> None:
+        def reached() -> bool:
             got = self.events[channel]
-            if got and got[-1]["seq"] >= seq:
-                return
-            await asyncio.sleep(0.01)
-        have = self.seqs(channel)
-        raise AssertionError(f"{channel}: waited for seq {seq}, last is {have[-1] if have else None} ({len(have)} events)")
+            assert got and got[-1]["seq"] >= seq, f"last is {got[-1]['seq'] if got else None} ({len(got)} events)"
+            return True
+
+        await eventually(reached, timeout, f"{channel} to reach seq {seq}")
 
 
-async def until(check: Any, timeout: float = 10, what: str = "condition") -> float:
+async def until(check: Any, timeout: float = LOADED, what: str = "condition") -> float:
     """Poll ``check()`` until true; the seconds it took (AssertionError after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
+    return await elapsed_until(check, timeout, what)
 
 
 def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, Recorder]:
