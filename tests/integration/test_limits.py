@@ -19,7 +19,7 @@ import socketio
 
 from tests.support.clients import call, connect, new_client
 from tests.support.servers import ServerFactory, ServerProcess, make_token
-from tests.support.waiting import eventually
+from tests.support.waiting import LOADED, eventually
 
 PAYLOAD_CAP = 2048  # SWITCHBOARD_MAX_PAYLOAD_BYTES: the transport cap is this + 16 KiB
 TRANSPORT_CAP = PAYLOAD_CAP + 16 * 1024
@@ -62,7 +62,7 @@ async def refused(server: ServerProcess, ip: str, tok: str) -> Any:
     client, rec = new_client()
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(server.url, auth={"token": tok}, headers={"X-Forwarded-For": ip},
-                             transports=["websocket"], wait_timeout=5)
+                             transports=["websocket"], wait_timeout=LOADED)
     assert rec.connect_errors, "no connect_error received"
     return rec.connect_errors[0]
 

@@ -53,7 +53,7 @@ async def test_metrics_count_a_scripted_session(embedded: ServerFactory) -> None
     await rec.wait_for_seq(CHANNEL, 6)
     client, _ = new_client()
     with contextlib.suppress(socketio.exceptions.ConnectionError):
-        await client.connect(server.url, auth={"token": "bad"}, transports=["websocket"], wait_timeout=5)
+        await client.connect(server.url, auth={"token": "bad"}, transports=["websocket"], wait_timeout=LOADED)
 
     live = await scrape(server)
     assert value(live, "switchboard_connections") == 2
@@ -238,7 +238,7 @@ async def test_json_logs_carry_ids_and_never_a_token_or_secret(embedded: ServerF
     await client.disconnect()
     bad, _ = new_client()
     with contextlib.suppress(socketio.exceptions.ConnectionError):
-        await bad.connect(server.url, auth={"token": refused}, transports=["websocket"], wait_timeout=5)
+        await bad.connect(server.url, auth={"token": refused}, transports=["websocket"], wait_timeout=LOADED)
     async with aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {rest}", "X-Request-Id": "req-42"}
         async with http.get(f"{server.url}/api/v1/channels/news:1/events", headers=headers) as r:

@@ -17,6 +17,7 @@ import socketio
 
 from tests.support.clients import call, connect, new_client
 from tests.support.servers import ServerFactory, ServerProcess, make_token
+from tests.support.waiting import LOADED
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ async def refusal(url: str, token: str | None, **kwargs: Any) -> Any:
     client, rec = new_client()
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(url, auth={"token": token} if token else None, transports=["websocket"],
-                             wait_timeout=5, **kwargs)
+                             wait_timeout=LOADED, **kwargs)
     assert rec.connect_errors, "no connect_error received"
     return rec.connect_errors[0]
 
@@ -125,11 +126,11 @@ async def test_malformed_calls_get_error_acks_and_the_connection_keeps_working(s
     bystander, brec = await connect(server.url, alice())
     assert (await call(bystander, "subscribe", {"channel": "chat:calm"}))["ok"]
     for event, args, code in MALFORMED:
-        ack = await client.call(event, args if len(args) > 1 else args[0], timeout=5)
+        ack = await client.call(event, args if len(args) > 1 else args[0], timeout=LOADED)
         assert ack["ok"] is False and ack["error"]["code"] == code, (event, args, ack)
         assert ack["error"]["message"]
     # no arguments at all
-    ack = await client.call("subscribe", timeout=5)
+    ack = await client.call("subscribe", timeout=LOADED)
     assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
     assert client.connected
     ok = await call(client, "publish", {"channel": "chat:calm", "type": "t", "data": {"fine": True}})

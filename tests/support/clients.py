@@ -73,10 +73,10 @@ def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, 
 async def connect(url: str, token: str | None, recorder: Recorder | None = None, **kwargs: Any) -> tuple[socketio.AsyncClient, Recorder]:
     client, rec = new_client(recorder)
     auth = {"token": token} if token is not None else None
-    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10, **kwargs)
+    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=LOADED, **kwargs)
     return client, rec
 
 
-async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = 10) -> Any:
+async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = LOADED) -> Any:
     """Emit with an ack and return the ack payload."""
     return await client.call(event, args[0] if len(args) == 1 else args, timeout=timeout) if args else await client.call(event, timeout=timeout)
