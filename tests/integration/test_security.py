@@ -156,7 +156,7 @@ async def test_garbage_packets_on_the_wire_do_not_drop_the_connection(server: Se
     # a frame that is not even Engine.IO closes that transport (as Node's engine.io does), no other
     async with raw_socket(server, join=False) as ws:
         await ws.send_str("")
-        closed = await asyncio.wait_for(ws.receive(), 5)
+        closed = await asyncio.wait_for(ws.receive(), LOADED)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     still = await call(bystander, "publish", {"channel": "chat:wire", "type": "t", "data": {}})
     assert still["ok"] and bystander.connected
@@ -252,7 +252,7 @@ async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(serv
 
     for i in range(300):  # no waiting between emits: the server sees them back to back
         await client.emit("publish", {"channel": "chat:pipe", "type": "t", "data": {"i": i}}, callback=ack_for(i))
-    await asyncio.wait_for(done.wait(), 15)
+    await asyncio.wait_for(done.wait(), LOADED)
     seqs = [acks[i] for i in range(300)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 300
     await client.disconnect()
@@ -288,7 +288,7 @@ async def test_a_message_over_the_transport_limit_closes_only_that_connection(se
     async with raw_socket(server) as ws:
         huge = {"channel": "chat:big", "type": "t", "data": {"blob": "x" * 40_000}}  # cap: 2048 + 16 KiB
         await ws.send_str("421" + json.dumps(["publish", huge]))
-        closed = await asyncio.wait_for(ws.receive(), 5)
+        closed = await asyncio.wait_for(ws.receive(), LOADED)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     ok = await call(bystander, "publish", {"channel": "chat:big", "type": "t", "data": {"small": 1}})
     assert ok["ok"] and ok["seq"] == 1  # the oversized one was never stored

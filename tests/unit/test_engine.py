@@ -119,3 +119,23 @@ async def test_an_admitted_connect_leaves_only_the_handshake_keys_a_later_connec
     assert sio.environ["refused"] is refused and refused == headers  # a retry reads all of it
     assert admitted == {}  # emptied in place: engineio's handshake frames hold this very dict
     assert sio.environ["admitted"] == {k: v for k, v in headers.items() if k != "HTTP_USER_AGENT"}
+
+
+async def test_a_long_polling_clients_close_ends_its_pending_poll_at_once() -> None:
+    # engineio closes on a client's CLOSE without sending anything, so a GET already
+    # waiting in poll() was held until ping_interval + ping_timeout (30 s by default):
+    # that client's disconnect hung, and a busy machine made it likely
+    from engineio.async_socket import AsyncSocket
+
+    from server.engine import LeanEngineIO
+
+    eio = LeanEngineIO(async_mode="aiohttp", ping_interval=25, ping_timeout=5)
+    socket = AsyncSocket(eio, "polling-sid")
+    socket.connected = True
+    eio.sockets[socket.sid] = socket
+    poll = asyncio.create_task(socket.handle_get_request({}))
+    await eventually(lambda: socket.queue._getters, what="the GET waiting in poll()")  # noqa: SLF001
+    await socket.receive(eio_packet.Packet(eio_packet.CLOSE))
+    assert socket.closed
+    # far below the 30 s the poll waited before, far above what a loaded machine needs
+    assert await asyncio.wait_for(poll, 10) == []
