@@ -134,7 +134,7 @@ async def test_a_long_polling_clients_close_ends_its_pending_poll_at_once() -> N
     socket.connected = True
     eio.sockets[socket.sid] = socket
     poll = asyncio.create_task(socket.handle_get_request({}))
-    await eventually(lambda: socket.queue._getters, what="the GET waiting in poll()")  # noqa: SLF001
+    await eventually(lambda: socket.queue._getters, what="the GET waiting in poll()")
     await socket.receive(eio_packet.Packet(eio_packet.CLOSE))
     assert socket.closed
     # far below the 30 s the poll waited before, far above what a loaded machine needs
