@@ -330,6 +330,16 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
             return None
         return super().start_background_task(target, *args, **kwargs)
 
+    async def _trigger_event(self, event: str, *args: Any, **kwargs: Any) -> Any:
+        if event == "disconnect" and len(args) >= 2 and args[1] == self.reason.CLIENT_DISCONNECT:
+            socket = self.sockets.get(args[0])
+            if socket is not None and not socket.upgraded:
+                # A long-polling client sent CLOSE: engineio closes without sending a
+                # packet, which left a GET already waiting in poll() held for
+                # ping_interval + ping_timeout, and the client's disconnect with it.
+                socket.queue.put_nowait(None)  # poll() answers an empty payload
+        return await super()._trigger_event(event, *args, **kwargs)
+
 
 # what a later namespace connect on the same Engine.IO session reads from the
 # handshake's environ (server/auth.py handshake_token, server/sockets.py client_ip)

@@ -4,11 +4,16 @@ Two brokers on one backend (same Redis and prefix, or one ``MemoryHub``) stand
 for two instances. Absence is proven with a marker: a message on another
 subscribed channel, published after the unwanted one, arrives through the same
 ordered stream, then a short grace period covers any stray delivery.
+
+Nothing here waits a fixed time for something to happen: tests wait for the
+condition (``eventually``), and races are staged by holding commands in a proxy,
+not by sleeping between them, so a busy machine makes the suite slower, never red.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,8 +28,12 @@ from channels.broker import MemoryBroker, MemoryHub, open_broker
 from channels.broker.redis import RedisBroker
 from channels.errors import BrokerUnavailable
 from channels.ports import Broker, BrokerListener
+from tests.support.waiting import LOADED, eventually
 
-GRACE = 0.1  # how long absence is awaited
+# How long absence is awaited after the marker arrived. This sleep is the behaviour
+# under test (nothing more arrives) and can only make a test pass, never fail: a
+# stray message that comes later than GRACE on a slow machine goes unnoticed.
+GRACE = 0.1
 
 
 @dataclass
@@ -53,20 +62,12 @@ class Node:
     seen: Recorder
     client_name: str | None = None
 
-    async def has(self, channel: str, count: int, timeout: float = 5.0) -> list[bytes]:
+    async def has(self, channel: str, count: int, timeout: float = LOADED) -> list[bytes]:
         await eventually(lambda: len(self.seen.payloads(channel)) >= count, timeout, f"{count} on {channel}")
         return self.seen.payloads(channel)
 
 
 MakeNode = Callable[..., Awaitable[Node]]
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not check():
-        if asyncio.get_running_loop().time() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture(params=[pytest.param("redis", marks=pytest.mark.redis), "memory"])
@@ -335,13 +336,17 @@ async def test_listener_survives_a_killed_connection(broker_pair: tuple[Node, No
 
 
 class FlakyProxy:
-    """A TCP proxy to Redis that can refuse or silently swallow all traffic."""
+    """A TCP proxy to Redis that can refuse or silently swallow all traffic, or hold
+    the client -> Redis direction and let it through chunk by chunk."""
 
     def __init__(self, target_url: str) -> None:
         parts = urlsplit(target_url)
         self.target = (parts.hostname or "127.0.0.1", parts.port or 6379)
         self.mode = "pass"
-        self.upstream_delay = 0.0  # seconds added to every client -> Redis chunk
+        self.accepted = 0  # connections the clients opened (a reconnect shows up here)
+        self.pings = 0  # PING commands carried to Redis
+        self._holding = False
+        self._held: list[tuple[asyncio.StreamWriter, bytes]] = []
         self._links: set[asyncio.StreamWriter] = set()
         self._tainted: set[asyncio.StreamWriter] = set()
         self._handlers: set[asyncio.Task[Any]] = set()
@@ -362,6 +367,27 @@ class FlakyProxy:
         self.mode = "pass"
         self._abort(self._tainted)  # their streams lost bytes
 
+    def hold(self) -> None:
+        """Keep what clients send back from Redis until ``release``."""
+        self._holding = True
+
+    async def holding(self, count: int) -> None:
+        """Wait until ``count`` chunks are held. A test that waits for each command it
+        sends before sending the next keeps one command per chunk."""
+        await eventually(lambda: len(self._held) >= count, what=f"{count} chunks held by the proxy")
+
+    async def release(self, count: int | None = None) -> None:
+        """Send the first ``count`` held chunks on, in order; all of them, and stop holding, if None."""
+        batch = self._held if count is None else self._held[:count]
+        self._held = [] if count is None else self._held[count:]
+        for to, data in batch:  # written without an await in between: order is kept
+            to.write(data)
+        if count is None:
+            self._holding = False
+        for to, _ in batch:
+            with contextlib.suppress(OSError):
+                await to.drain()
+
     async def close(self) -> None:
         assert self._server is not None
         self._server.close()
@@ -379,6 +405,7 @@ class FlakyProxy:
             writer.transport.abort()
             return
         self._handlers.add(asyncio.current_task())  # type: ignore[arg-type]
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -392,14 +419,14 @@ class FlakyProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, to: asyncio.StreamWriter, back: asyncio.StreamWriter, upstream: bool = False
     ) -> None:
-        loop = asyncio.get_running_loop()
         try:
             while data := await reader.read(65536):
+                if upstream and b"PING" in data:
+                    self.pings += 1
                 if self.mode != "pass":
                     self._tainted |= {to, back}
-                elif upstream and self.upstream_delay:
-                    # A delay line, not a sleep: chunks keep their spacing and order.
-                    loop.call_at(loop.time() + self.upstream_delay, to.write, data)
+                elif upstream and self._holding:
+                    self._held.append((to, data))
                 else:
                     to.write(data)
                     await to.drain()
@@ -418,7 +445,9 @@ async def proxy(redis_url: str) -> AsyncIterator[FlakyProxy]:
     await proxy.close()
 
 
-FAST = {"subscribe_timeout": 0.3, "command_timeout": 0.3, "backoff_max": 0.1}
+# Short enough that an outage is noticed within seconds, long enough that a loaded
+# machine's Redis round trip is never taken for one.
+FAST = {"subscribe_timeout": 2.0, "command_timeout": 2.0, "backoff_max": 0.1}
 
 
 @redis_only
@@ -430,7 +459,7 @@ async def test_outage_keeps_intent_and_recovers(proxy: FlakyProxy, broker_pair: 
     proxy.cut()
     with pytest.raises(BrokerUnavailable):
         await b.broker.subscribe("added")
-    await asyncio.wait_for(b.broker.unsubscribe("dropped"), 1)
+    await asyncio.wait_for(b.broker.unsubscribe("dropped"), 5)  # it does not wait for Redis
     for call in (b.broker.publish([("kept", b"lost")]), b.broker.ping()):
         with pytest.raises(BrokerUnavailable):
             await call
@@ -445,28 +474,58 @@ async def test_outage_keeps_intent_and_recovers(proxy: FlakyProxy, broker_pair: 
 
 @redis_only
 async def test_subscribe_waits_for_redis_not_for_the_socket(
-    proxy: FlakyProxy, broker_pair: tuple[Node, Node], make_node: MakeNode
+    proxy: FlakyProxy, broker_pair: tuple[Node, Node], make_node: MakeNode, key_prefix: str
 ) -> None:
-    """The subscriber is far from Redis, the publisher close: commands can be overtaken."""
+    """The subscriber is far from Redis, the publisher close: commands can be overtaken.
+
+    The proxy holds the subscriber's commands and the test lets them reach Redis one
+    at a time, so the race happens in the order that exposes it on any machine.
+    """
     a, _ = broker_pair
-    b = await make_node(url=await proxy.start())
+    b = await make_node(url=await proxy.start(), health_interval=600)  # no PING among the held commands
     await b.broker.subscribe("marker")
-    proxy.upstream_delay = 0.05
     await b.broker.subscribe("fresh")
     await a.broker.publish([("fresh", b"1")])
-    # An older confirmation must not stand for a later SUBSCRIBE of the same channel.
-    first = asyncio.create_task(b.broker.subscribe("x"))
-    await asyncio.sleep(0.01)
-    await b.broker.unsubscribe("x")
-    await asyncio.sleep(0.02)
-    await b.broker.subscribe("x")
-    await first
-    await asyncio.sleep(0.015)  # land between the UNSUBSCRIBE and the SUBSCRIBE if they were not waited for
-    await a.broker.publish([("x", b"1")])
-    # An UNSUBSCRIBE still on its way must not let messages through.
-    await b.broker.unsubscribe("fresh")
-    await a.broker.publish([("fresh", b"2"), ("marker", b"m")])
-    await b.has("marker", 1)
+    await b.has("fresh", 1)
+    admin = Redis.from_url(redis_url_of_tests())
+
+    async def subscribed_in_redis() -> bool:
+        [(_, count)] = await admin.pubsub_numsub(f"{key_prefix}ch:x")
+        return int(count) == 1
+
+    async def unsubscribed_in_redis() -> bool:
+        return not await subscribed_in_redis()
+
+    try:
+        # An older confirmation must not stand for a later SUBSCRIBE of the same channel.
+        proxy.hold()
+        first = asyncio.create_task(b.broker.subscribe("x"))
+        await proxy.holding(1)
+        await b.broker.unsubscribe("x")  # supersedes the first subscribe
+        await proxy.holding(2)
+        await first
+        second = asyncio.create_task(b.broker.subscribe("x"))
+        await proxy.holding(3)
+        await proxy.release(1)  # Redis subscribes x and confirms...
+        await eventually(subscribed_in_redis, what="Redis to subscribe x")
+        await proxy.release(1)  # ...then unsubscribes it; the second SUBSCRIBE is still held
+        await eventually(unsubscribed_in_redis, what="Redis to unsubscribe x")
+        await a.broker.publish([("marker", b"m1")])  # after both confirmations on b's connection
+        await b.has("marker", 1)
+        assert not second.done(), "subscribe returned before Redis subscribed the channel"
+        await proxy.release(1)
+        await asyncio.wait_for(second, LOADED)
+        await a.broker.publish([("x", b"1")])
+        await b.has("x", 1)
+
+        # An UNSUBSCRIBE still on its way must not let messages through.
+        await b.broker.unsubscribe("fresh")
+        await proxy.holding(1)
+        await a.broker.publish([("fresh", b"2"), ("marker", b"m2")])  # Redis still sends b both
+        await b.has("marker", 2)
+        await proxy.release()
+    finally:
+        await admin.aclose()
     await asyncio.sleep(GRACE)
     assert b.seen.payloads("fresh") == [b"1"]
     assert b.seen.payloads("x") == [b"1"]
@@ -475,12 +534,14 @@ async def test_subscribe_waits_for_redis_not_for_the_socket(
 @redis_only
 async def test_silent_connection_is_detected_by_ping(proxy: FlakyProxy, broker_pair: tuple[Node, Node], make_node: MakeNode) -> None:
     a, _ = broker_pair
-    b = await make_node(url=await proxy.start(), health_interval=0.1, **FAST)
+    # an unanswered ping costs two intervals: long enough for a loaded machine's round trip
+    b = await make_node(url=await proxy.start(), health_interval=1.0, **FAST)
     await b.broker.subscribe("c")
-    await asyncio.sleep(0.35)  # idle pings are answered: no reconnect
-    assert b.seen.resubscribed == 0
+    connections = proxy.accepted
+    await eventually(lambda: proxy.pings >= 2, what="two idle pings")
+    assert b.seen.resubscribed == 0 and proxy.accepted == connections  # answered: no reconnect
     proxy.silence()
-    await asyncio.sleep(0.5)  # > two ping intervals plus a handshake timeout
+    await eventually(lambda: proxy.accepted > connections, what="a reconnect after the silence")
     proxy.restore()
     await eventually(lambda: b.seen.resubscribed == 1, what="on_resubscribed")
     await a.broker.publish([("c", b"after")])

@@ -22,6 +22,7 @@ from channels.errors import AppError, ErrorCode, StoreUnavailable
 from channels.models import Appended, ChannelBounds, Event, JsonObject, NewEvent
 from channels.ports import EventStore
 from channels.store import GroupCommitWriter, open_store
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -450,15 +451,30 @@ async def test_prune_namespace_is_literal(store: EventStore) -> None:
     assert await all_seqs(store, "axb:1") == [1] and await all_seqs(store, "a_bc:1") == [1]
 
 
+AGE_GAP = 1.0  # seconds between an old and a young batch: a prune call has half of it to run
+
+
+async def old_and_young(store: EventStore, old: list[NewEvent], young: list[NewEvent]) -> tuple[float, int]:
+    """Append ``old``, then ``young`` once ``AGE_GAP`` has passed; a ``max_age_seconds``
+    whose cut-off lies halfway between the two batches now, and the young batch's ts."""
+    *_, last_old = await store.append(old)
+    # Waiting for the clock is the behaviour under test (events age); a slow machine
+    # only widens the gap. The cut-off is taken from the commit times themselves, so
+    # slow appends cannot blur the two ages.
+    await eventually(lambda: time.time() * 1000 >= last_old.event.ts + AGE_GAP * 1000, what="the old batch to age")
+    first_young, *_ = await store.append(young)
+    halfway = (last_old.event.ts + first_young.event.ts) / 2000
+    return time.time() - halfway, first_young.event.ts
+
+
 async def test_prune_by_age(store: EventStore) -> None:
-    await store.append([new(n=i) for i in range(3)])
-    await asyncio.sleep(0.4)
-    await store.append([new(n=i) for i in range(3, 5)])
-    assert await store.prune("chat", max_age_seconds=0.2) == 3
+    max_age, young_ts = await old_and_young(store, [new(n=i) for i in range(3)], [new(n=i) for i in range(3, 5)])
+    assert await store.prune("chat", max_age_seconds=max_age) == 3
     b = await store.bounds(CHANNEL)
     assert (b.head, b.first) == (5, 4) and not b.can_recover(2) and b.can_recover(3)
     assert await all_seqs(store) == [4, 5]
-    await asyncio.sleep(0.01)
+    # "older than 0 s" needs the clock past the young batch's millisecond
+    await eventually(lambda: time.time() * 1000 > young_ts + 1, what="the young batch to age")
     assert await store.prune("chat", max_age_seconds=0) == 2
     b = await store.bounds(CHANNEL)
     assert (b.head, b.first) == (5, 6) and b.can_recover(5) and not b.can_recover(4)
@@ -467,10 +483,8 @@ async def test_prune_by_age(store: EventStore) -> None:
 
 
 async def test_prune_by_age_and_count_together(store: EventStore) -> None:
-    await store.append([new(n=i) for i in range(4)])
-    await asyncio.sleep(0.4)
-    await store.append([new(n=i) for i in range(4, 10)])
-    assert await store.prune("chat", max_age_seconds=0.2, max_events=2) == 8
+    max_age, _ = await old_and_young(store, [new(n=i) for i in range(4)], [new(n=i) for i in range(4, 10)])
+    assert await store.prune("chat", max_age_seconds=max_age, max_events=2) == 8
     assert await all_seqs(store) == [9, 10]
 
 
@@ -607,7 +621,7 @@ async def test_writer_failed_batch_fails_only_itself(store: EventStore) -> None:
     await writer.start()
     flaky.error, flaky.gate = StoreUnavailable("database went away"), asyncio.Event()
     failing = [asyncio.create_task(writer.submit(new(n=i))) for i in range(3)]
-    await asyncio.sleep(0.01)  # the failing batch is now in flight
+    await eventually(lambda: flaky.batches == [3], what="the failing batch in flight")
     later = [asyncio.create_task(writer.submit(new(n=i))) for i in range(3, 5)]
     await asyncio.sleep(0)
     flaky.gate.set()

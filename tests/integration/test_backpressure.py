@@ -11,15 +11,15 @@ Reproduce both with ``python bench/slow_consumer.py [--queue-messages N --queue-
 
 from __future__ import annotations
 
-import asyncio
-
 import aiohttp
 
 from tests.support.clients import call, connect
 from tests.support.rawsocket import RawSocket, rss_kib
 from tests.support.servers import ServerFactory, make_token
+from tests.support.waiting import LOADED, eventually
 
 CHANNEL = "chat:flood"
+WARMUP = "chat:warmup"
 EVENTS = 20_000
 BATCH = 250
 BLOB = "x" * 1000  # ~1 KB per event: 20 MB of flood
@@ -34,7 +34,8 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
     server = await cluster.start(**ENV)
     reader = make_token("reader", channels=["chat:*"])
     healthy, seen = await connect(server.url, reader)
-    assert (await call(healthy, "subscribe", {"channel": CHANNEL}))["ok"]
+    for channel in (CHANNEL, WARMUP):
+        assert (await call(healthy, "subscribe", {"channel": channel}))["ok"]
     stalled = await RawSocket.connect(server.url, reader)
     assert (await stalled.call("subscribe", {"channel": CHANNEL}))["ok"]  # ...and it never reads again
     backend = {"Authorization": f"Bearer {make_token('backend', role='server')}"}
@@ -44,15 +45,22 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
             async with http.post(server.url + "/api/v1/server/publish", json={"events": events}) as r:
                 assert r.status == 200, await r.text()
 
-        await publish([{"channel": "chat:warmup", "type": "t", "data": {"b": BLOB}}] * BATCH)
-        await asyncio.sleep(0.3)
+        # The warm-up goes the whole delivery path once; the baseline is taken when it has
+        # arrived, i.e. when the instance has finished with it, not after a guessed pause.
+        await publish([{"channel": WARMUP, "type": "t", "data": {"b": BLOB}}] * BATCH)
+        await seen.wait_for_seq(WARMUP, BATCH)
         before = rss_kib(server.proc.pid)
+
+        def caught_up(published: int) -> bool:  # the healthy subscriber keeps up; the stalled one does not
+            return published - (seen.events[CHANNEL][-1]["seq"] if seen.events[CHANNEL] else 0) <= LAG
+
         for start in range(0, EVENTS, BATCH):
             await publish([{"channel": CHANNEL, "type": "t", "data": {"i": i, "b": BLOB}}
                            for i in range(start, start + BATCH)])
-            while start + BATCH - (seen.events[CHANNEL][-1]["seq"] if seen.events[CHANNEL] else 0) > LAG:
-                await asyncio.sleep(0.002)  # the healthy subscriber keeps up; the stalled one does not
-        await seen.wait_for_seq(CHANNEL, EVENTS, timeout=30)
+            published = start + BATCH
+            await eventually(lambda n=published: caught_up(n), what=f"the healthy subscriber near {published}",
+                             interval=0.002)
+        await seen.wait_for_seq(CHANNEL, EVENTS, timeout=2 * LOADED)
         peak = rss_kib(server.proc.pid, "VmHWM")
 
     assert seen.seqs(CHANNEL) == list(range(1, EVENTS + 1))
@@ -61,7 +69,7 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
     assert grew_mib < RSS_BOUND_MIB, f"peak RSS grew {grew_mib:.1f} MiB during the flood (bound {RSS_BOUND_MIB})"
     assert healthy.connected and seen.closing == []
 
-    await stalled.read_all(timeout=10)  # the phone wakes up: what was in flight, then the farewell
+    await stalled.read_all(timeout=LOADED)  # the phone wakes up: what was in flight, then the farewell
     got = [e[1]["seq"] for e in stalled.events if e[0] == "event"]
     assert got == list(range(1, len(got) + 1)) and len(got) < EVENTS
     closing = [e[1] for e in stalled.events if e[0] == "closing"]
@@ -72,9 +80,9 @@ async def test_a_stalled_client_is_cut_off_memory_stays_bounded_and_others_get_e
         assert 'switchboard_disconnects_total{reason="slow_consumer"} 1.0' in await r.text()
 
     back, again = await connect(server.url, reader)  # it comes back and recovers what it missed
-    ack = await call(back, "subscribe", {"channel": CHANNEL, "since": got[-1]}, timeout=30)
+    ack = await call(back, "subscribe", {"channel": CHANNEL, "since": got[-1]}, timeout=2 * LOADED)
     assert ack["ok"] and ack["recovered"] is True and ack["head"] == EVENTS
-    await again.wait_for_seq(CHANNEL, EVENTS, timeout=30)
+    await again.wait_for_seq(CHANNEL, EVENTS, timeout=2 * LOADED)
     assert again.seqs(CHANNEL) == list(range(got[-1] + 1, EVENTS + 1))
     assert again.closing == []  # the replay is paced by the socket: no slow_consumer cut of its own
     for client in (healthy, back):

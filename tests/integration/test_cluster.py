@@ -8,6 +8,7 @@ import socketio
 
 from tests.support.clients import Recorder, call, connect
 from tests.support.servers import ServerFactory, make_token
+from tests.support.waiting import eventually
 
 CHANNEL = "chat:order"
 EVENTS = 2000
@@ -149,22 +150,40 @@ async def test_subscribers_miss_nothing_when_an_instance_loses_its_redis_connect
     publisher, _ = await connect(a.url, token("pub"))
     admin = aioredis.Redis.from_url(redis_url)
     kills = 0
+    published: list[int] = []
+
+    async def connections_of_b() -> list[str]:
+        """b's connections, once its pub/sub connection is among them (it is back)."""
+        if not any(c.get("name") == name for c in await admin.client_list(_type="pubsub")):
+            return []
+        return [c["id"] for c in await admin.client_list() if c.get("name") == name]
 
     async def kill_b_connections() -> None:
+        """Cut b's Redis connections three times while the publisher runs, each time once
+        b has reconnected and some events have gone by (not on a timer)."""
         nonlocal kills
-        for _ in range(5):
-            await asyncio.sleep(0.15)
-            for client in await admin.client_list():
-                if client.get("name") == name:
-                    await admin.execute_command("CLIENT", "KILL", "ID", client["id"])
-                    kills += 1
+        for _ in range(3):
+            since = len(published)
+            await eventually(lambda since=since: len(published) >= since + 20, what="publishes between cuts")
+            for client_id in await eventually(connections_of_b, what="b's Redis connections to be back"):
+                await admin.execute_command("CLIENT", "KILL", "ID", client_id)
+            kills += 1
+
+    async def publish_while_killing() -> None:
+        i = 0
+        while i < 300 or not killer.done():
+            ack = await call(publisher, "publish", {"channel": CHANNEL, "type": "msg", "data": {"from": "x", "i": i}})
+            assert ack["ok"], ack
+            published.append(ack["seq"])
+            i += 1
 
     killer = asyncio.create_task(kill_b_connections())
-    await publish_many(publisher, CHANNEL, 300, "x")
+    await publish_while_killing()
     await killer
     await admin.aclose()
-    assert kills >= 3, "the test did not manage to cut the instance's Redis connection"
-    await rec.wait_for_seq(CHANNEL, 300, timeout=20)
-    assert rec.seqs(CHANNEL) == list(range(1, 301))
+    assert kills == 3
+    head = published[-1]
+    await rec.wait_for_seq(CHANNEL, head)
+    assert rec.seqs(CHANNEL) == list(range(1, head + 1))
     await sub.disconnect()
     await publisher.disconnect()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import call, connect, new_client
 from tests.support.servers import ServerFactory, ServerProcess, make_token
+from tests.support.waiting import LOADED, eventually
 
 CHANNEL = "chat:ops"
 
@@ -53,7 +53,7 @@ async def test_metrics_count_a_scripted_session(embedded: ServerFactory) -> None
     await rec.wait_for_seq(CHANNEL, 6)
     client, _ = new_client()
     with contextlib.suppress(socketio.exceptions.ConnectionError):
-        await client.connect(server.url, auth={"token": "bad"}, transports=["websocket"], wait_timeout=5)
+        await client.connect(server.url, auth={"token": "bad"}, transports=["websocket"], wait_timeout=LOADED)
 
     live = await scrape(server)
     assert value(live, "switchboard_connections") == 2
@@ -70,12 +70,12 @@ async def test_metrics_count_a_scripted_session(embedded: ServerFactory) -> None
 
     await sub.disconnect()
     await pub.disconnect()
-    for _ in range(100):
-        after = await scrape(server)
-        if value(after, "switchboard_connections") == 0:
-            break
-        await asyncio.sleep(0.05)
-    assert value(after, "switchboard_connections") == 0
+
+    async def all_gone() -> Any:  # the server processes the disconnects asynchronously
+        samples = await scrape(server)
+        return samples if value(samples, "switchboard_connections") == 0 else None
+
+    after = await eventually(all_gone, what="no connections in the metrics")
     assert value(after, "switchboard_live_channels") == 0
     # python-socketio's client closes its transport as it leaves: either label is a client leaving
     ended = {labels: v for (name, labels), v in after.items() if name == "switchboard_disconnects_total"}
@@ -107,7 +107,7 @@ class Roamer:
         self.client = client
 
     async def roam(self, survivor: int) -> None:
-        await asyncio.wait_for(self.lost.wait(), 20)
+        await asyncio.wait_for(self.lost.wait(), LOADED)
         await self.start(survivor)
 
 
@@ -147,17 +147,13 @@ async def test_sigterm_drains_and_clients_recover_on_the_other_instance(cluster:
     moving = [asyncio.create_task(r.roam(1)) for r in roamers[::2]]  # the ones on instance a
     await publishing
     await asyncio.gather(*moving)
-    started = time.monotonic()
-    while a.proc.poll() is None and time.monotonic() - started < 15:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: a.proc.poll() is not None, what="instance a to exit")
     assert a.proc.returncode == 0, a.log_tail()
 
     head = max(acked.values())
     assert sorted(acked.values()) == list(range(1, 301)), "every publish stored exactly once"
     for roamer in roamers:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and (not roamer.seqs or roamer.seqs[-1] < head):
-            await asyncio.sleep(0.02)
+        await eventually(lambda roamer=roamer: roamer.seqs and roamer.seqs[-1] >= head, what=f"{roamer.name} at {head}")
         assert roamer.seqs == list(range(1, head + 1)), roamer.name
     for roamer in roamers[::2]:
         assert roamer.closing_reasons == ["shutdown"]
@@ -177,15 +173,17 @@ async def _retention_case(server: ServerProcess, expect_first: int, publish: int
     await pub.disconnect()
 
 
-async def wait_for_first(server: ServerProcess, first: int, timeout: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def wait_for_first(server: ServerProcess, first: int, timeout: float = LOADED) -> dict[str, Any]:
+    """The first page of history once retention has moved its start to ``first``."""
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {token()}"}) as http:
-        while True:
+        async def pruned() -> dict[str, Any] | None:
             async with http.get(f"{server.url}/api/v1/channels/{CHANNEL}/events", params={"after": "0"}) as r:
                 page: dict[str, Any] = await r.json()
-            if page["first"] == first or time.monotonic() > deadline:
-                return page
-            await asyncio.sleep(0.1)
+            assert page["first"] == first, f"first is {page['first']}"
+            return page
+
+        result: dict[str, Any] = await eventually(pruned, timeout, f"history to start at {first}", interval=0.1)
+        return result
 
 
 async def test_retention_by_count_on_postgres(cluster: ServerFactory, tmp_path: Path) -> None:
@@ -201,11 +199,13 @@ async def test_retention_by_count_on_postgres(cluster: ServerFactory, tmp_path: 
 
 async def test_retention_by_age_on_sqlite(embedded: ServerFactory, tmp_path: Path) -> None:
     config = tmp_path / "channels.toml"
-    config.write_text("[namespaces.chat]\nhistory_max_age_seconds = 1\n")
+    # The second batch must still be younger than the age limit when it is checked:
+    # 3 s leaves a loaded machine room for five publishes and the reads below.
+    config.write_text("[namespaces.chat]\nhistory_max_age_seconds = 3\n")
     server = await embedded.start(SWITCHBOARD_CHANNELS_CONFIG=str(config), SWITCHBOARD_RETENTION_INTERVAL_SECONDS="0.2")
     await _retention_case(server, 11, 10)
-    await asyncio.sleep(1.2)
-    await _retention_case(server, 11, 5)  # seqs 11..15, younger than a second
+    await wait_for_first(server, 11)  # all ten aged out (the wait is the age limit, not a guess)
+    await _retention_case(server, 11, 5)  # seqs 11..15, younger than the limit
     page = await wait_for_first(server, 11)
     assert (page["first"], page["head"]) == (11, 15)
     await assert_recovery_bounds(server, first=11)
@@ -238,7 +238,7 @@ async def test_json_logs_carry_ids_and_never_a_token_or_secret(embedded: ServerF
     await client.disconnect()
     bad, _ = new_client()
     with contextlib.suppress(socketio.exceptions.ConnectionError):
-        await bad.connect(server.url, auth={"token": refused}, transports=["websocket"], wait_timeout=5)
+        await bad.connect(server.url, auth={"token": refused}, transports=["websocket"], wait_timeout=LOADED)
     async with aiohttp.ClientSession() as http:
         headers = {"Authorization": f"Bearer {rest}", "X-Request-Id": "req-42"}
         async with http.get(f"{server.url}/api/v1/channels/news:1/events", headers=headers) as r:

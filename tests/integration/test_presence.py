@@ -6,7 +6,6 @@ timeout, so a killed instance's members must be gone (and ``leave`` sent) within
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import socketio
 
 from tests.support.clients import Recorder, call, connect, until
 from tests.support.servers import ServerFactory, make_token
+from tests.support.waiting import eventually
 
 TIMEOUT = 3.0
 ROOM = "room:1"
@@ -66,11 +66,10 @@ async def test_join_and_leave_cross_instances_and_three_devices_count_once(
 
     await devices[0].disconnect()
     await devices[2].disconnect()
-    for _ in range(200):  # the servers process the disconnects asynchronously
-        if await connections_of(devices[1], "alice") == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert await connections_of(devices[1], "alice") == 1
+    async def one_left() -> bool:  # the servers process the disconnects asynchronously
+        return await connections_of(devices[1], "alice") == 1
+
+    await eventually(one_left, what="alice down to one connection")
     assert changes(seen, "alice") == ["join"]  # still there: no leave yet
     await devices[1].disconnect()
     await until(lambda: changes(seen, "alice") == ["join", "leave"], what="alice's leave")

@@ -17,6 +17,7 @@ import socketio
 
 from tests.support.clients import call, connect, new_client
 from tests.support.servers import ServerFactory, ServerProcess, make_token
+from tests.support.waiting import LOADED
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ async def refusal(url: str, token: str | None, **kwargs: Any) -> Any:
     client, rec = new_client()
     with pytest.raises(socketio.exceptions.ConnectionError):
         await client.connect(url, auth={"token": token} if token else None, transports=["websocket"],
-                             wait_timeout=5, **kwargs)
+                             wait_timeout=LOADED, **kwargs)
     assert rec.connect_errors, "no connect_error received"
     return rec.connect_errors[0]
 
@@ -125,11 +126,11 @@ async def test_malformed_calls_get_error_acks_and_the_connection_keeps_working(s
     bystander, brec = await connect(server.url, alice())
     assert (await call(bystander, "subscribe", {"channel": "chat:calm"}))["ok"]
     for event, args, code in MALFORMED:
-        ack = await client.call(event, args if len(args) > 1 else args[0], timeout=5)
+        ack = await client.call(event, args if len(args) > 1 else args[0], timeout=LOADED)
         assert ack["ok"] is False and ack["error"]["code"] == code, (event, args, ack)
         assert ack["error"]["message"]
     # no arguments at all
-    ack = await client.call("subscribe", timeout=5)
+    ack = await client.call("subscribe", timeout=LOADED)
     assert ack["ok"] is False and ack["error"]["code"] == "bad_request"
     assert client.connected
     ok = await call(client, "publish", {"channel": "chat:calm", "type": "t", "data": {"fine": True}})
@@ -155,7 +156,7 @@ async def test_garbage_packets_on_the_wire_do_not_drop_the_connection(server: Se
     # a frame that is not even Engine.IO closes that transport (as Node's engine.io does), no other
     async with raw_socket(server, join=False) as ws:
         await ws.send_str("")
-        closed = await asyncio.wait_for(ws.receive(), 5)
+        closed = await asyncio.wait_for(ws.receive(), LOADED)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     still = await call(bystander, "publish", {"channel": "chat:wire", "type": "t", "data": {}})
     assert still["ok"] and bystander.connected
@@ -251,7 +252,7 @@ async def test_pipelined_publishes_from_one_connection_commit_in_emit_order(serv
 
     for i in range(300):  # no waiting between emits: the server sees them back to back
         await client.emit("publish", {"channel": "chat:pipe", "type": "t", "data": {"i": i}}, callback=ack_for(i))
-    await asyncio.wait_for(done.wait(), 15)
+    await asyncio.wait_for(done.wait(), LOADED)
     seqs = [acks[i] for i in range(300)]
     assert seqs == sorted(seqs) and len(set(seqs)) == 300
     await client.disconnect()
@@ -287,7 +288,7 @@ async def test_a_message_over_the_transport_limit_closes_only_that_connection(se
     async with raw_socket(server) as ws:
         huge = {"channel": "chat:big", "type": "t", "data": {"blob": "x" * 40_000}}  # cap: 2048 + 16 KiB
         await ws.send_str("421" + json.dumps(["publish", huge]))
-        closed = await asyncio.wait_for(ws.receive(), 5)
+        closed = await asyncio.wait_for(ws.receive(), LOADED)
         assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.CLOSING)
     ok = await call(bystander, "publish", {"channel": "chat:big", "type": "t", "data": {"small": 1}})
     assert ok["ok"] and ok["seq"] == 1  # the oversized one was never stored

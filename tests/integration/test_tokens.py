@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import jwt
+
 from tests.support.clients import call, connect, until
 from tests.support.servers import ServerFactory, make_token
 
@@ -20,24 +22,33 @@ def token(sub: str, ttl: int = TTL, channels: list[str] | None = None) -> str:
     return make_token(sub, channels=["chat:*"] if channels is None else channels, ttl=ttl)
 
 
+def expiry(tok: str) -> float:
+    """The token's ``exp`` (Unix time)."""
+    return float(jwt.decode(tok, options={"verify_signature": False})["exp"])
+
+
 async def test_refreshed_connection_lives_on_and_an_unrefreshed_one_is_closed(cluster: ServerFactory) -> None:
     server = await cluster.start(**ENV)
-    keeper, kept = await connect(server.url, token("alice"))
-    lapsed, gone = await connect(server.url, token("bob"))
-    started = time.monotonic()
+    alice, bob = token("alice"), token("bob")
+    keeper, kept = await connect(server.url, alice)
+    lapsed, gone = await connect(server.url, bob)
     for client in (keeper, lapsed):
         assert (await call(client, "subscribe", {"channel": "chat:t"}))["ok"]
 
-    await until(lambda: kept.expiring and gone.expiring, timeout=TTL, what="expiring warnings")
+    await until(lambda: kept.expiring and gone.expiring, what="expiring warnings")
     assert 0 <= kept.expiring[0]["in_seconds"] <= 2
     fresh = token("alice", ttl=60)
     ack = await call(keeper, "refresh", {"token": fresh})
     assert ack["ok"] is True and ack["unsubscribed"] == [] and ack["expires_at"] > time.time() + 50
 
-    await until(lambda: gone.disconnects == 1, timeout=TTL + 3, what="the unrefreshed connection to close")
+    await until(lambda: gone.disconnects == 1, what="the unrefreshed connection to close")
     assert gone.closing == [{"code": "token_expired", "message": "token expired"}]
-    assert time.monotonic() - started >= TTL - 1  # not before its token expired
-    await asyncio.sleep(max(0.0, TTL + 1.5 - (time.monotonic() - started)))  # past the old token's grace
+    # not before its token expired (measured against the token's own exp: a slow
+    # connect on a busy machine must not count against the server)
+    assert time.time() >= expiry(bob)
+    # Past the old token's grace the refreshed connection is still there. Waiting is the
+    # behaviour under test here, and a slow machine can only make it pass, not fail.
+    await asyncio.sleep(max(0.0, expiry(alice) + 1.5 - time.time()))
     assert keeper.connected and kept.closing == [] and kept.disconnects == 0
     publisher, _ = await connect(server.url, token("carol", ttl=60))
     sent = await call(publisher, "publish", {"channel": "chat:t", "type": "t", "data": {"after": "refresh"}})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ import aiohttp
 
 from tests.support.clients import call, connect
 from tests.support.servers import REPO_ROOT, ServerFactory, ServerProcess, make_token
+from tests.support.waiting import LOADED, eventually
 
 CHANNEL = "chat:workers"
 
@@ -44,7 +44,7 @@ async def gauge_by_instance(server: ServerProcess, name: str) -> dict[str, float
 async def test_two_workers_share_the_port_and_fan_out_to_each_other(cluster: ServerFactory) -> None:
     server = await cluster.start("--workers", "2")  # ready as soon as one worker answers
     instances: set[str] = set()
-    deadline = time.monotonic() + 20  # the other may still be starting: both must serve soon
+    deadline = time.monotonic() + LOADED  # the other may still be starting: both must serve soon
     while len(instances) < 2 and time.monotonic() < deadline:
         instances.add((await answer_from(server, "/healthz"))[0])
     assert len(instances) == 2, instances
@@ -68,9 +68,7 @@ async def test_two_workers_share_the_port_and_fan_out_to_each_other(cluster: Ser
     await sub.disconnect()
 
     server.proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 20
-    while server.proc.poll() is None and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await eventually(lambda: server.proc.poll() is not None, what="the workers to exit")
     assert server.proc.returncode == 0, server.log_tail()
 
 

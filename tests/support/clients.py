@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
 import socketio
+
+from tests.support.waiting import LOADED, elapsed_until, eventually
 
 
 @dataclass
@@ -25,25 +25,18 @@ class Recorder:
     def seqs(self, channel: str) -> list[int]:
         return [e["seq"] for e in self.events[channel]]
 
-    async def wait_for_seq(self, channel: str, seq: int, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    async def wait_for_seq(self, channel: str, seq: int, timeout: float = LOADED) -> None:
+        def reached() -> bool:
             got = self.events[channel]
-            if got and got[-1]["seq"] >= seq:
-                return
-            await asyncio.sleep(0.01)
-        have = self.seqs(channel)
-        raise AssertionError(f"{channel}: waited for seq {seq}, last is {have[-1] if have else None} ({len(have)} events)")
+            assert got and got[-1]["seq"] >= seq, f"last is {got[-1]['seq'] if got else None} ({len(got)} events)"
+            return True
+
+        await eventually(reached, timeout, f"{channel} to reach seq {seq}")
 
 
-async def until(check: Any, timeout: float = 10, what: str = "condition") -> float:
+async def until(check: Any, timeout: float = LOADED, what: str = "condition") -> float:
     """Poll ``check()`` until true; the seconds it took (AssertionError after ``timeout``)."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)
-    return time.monotonic() - started
+    return await elapsed_until(check, timeout, what)
 
 
 def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, Recorder]:
@@ -80,10 +73,10 @@ def new_client(recorder: Recorder | None = None) -> tuple[socketio.AsyncClient, 
 async def connect(url: str, token: str | None, recorder: Recorder | None = None, **kwargs: Any) -> tuple[socketio.AsyncClient, Recorder]:
     client, rec = new_client(recorder)
     auth = {"token": token} if token is not None else None
-    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=10, **kwargs)
+    await client.connect(url, auth=auth, transports=["websocket"], wait_timeout=LOADED, **kwargs)
     return client, rec
 
 
-async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = 10) -> Any:
+async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = LOADED) -> Any:
     """Emit with an ack and return the ack payload."""
     return await client.call(event, args[0] if len(args) == 1 else args, timeout=timeout) if args else await client.call(event, timeout=timeout)

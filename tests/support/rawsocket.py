@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from tests.support.waiting import LOADED
+
 
 class RawSocket:
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
@@ -37,7 +39,7 @@ class RawSocket:
         assert reply.startswith("40"), reply
         return sock
 
-    async def call(self, event: str, data: Any, timeout: float = 10) -> Any:
+    async def call(self, event: str, data: Any, timeout: float = LOADED) -> Any:
         """Emit with an ack; events arriving meanwhile are recorded."""
         self._ack += 1
         ack_id = self._ack

@@ -154,7 +154,11 @@ class ServerFactory:
         print(f"--- server {server.url} (exit {server.proc.returncode}) ---\n{server.log_tail(60)}")
 
 
-async def wait_ready(server: ServerProcess, timeout: float = 20) -> None:
+# Startup imports, migrates and connects to PostgreSQL and Redis: seconds on a loaded box.
+READY_TIMEOUT = 60.0
+
+
+async def wait_ready(server: ServerProcess, timeout: float = READY_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
@@ -171,7 +175,7 @@ async def wait_ready(server: ServerProcess, timeout: float = 20) -> None:
     raise RuntimeError(f"server not ready after {timeout}s:\n{server.log_tail()}")
 
 
-def wait_ready_sync(server: ServerProcess, timeout: float = 20) -> None:
+def wait_ready_sync(server: ServerProcess, timeout: float = READY_TIMEOUT) -> None:
     """Blocking ``wait_ready`` for module-scoped (synchronous) fixtures."""
     import urllib.error
     import urllib.request

@@ -9,6 +9,7 @@ import pytest
 from engineio import packet as eio_packet
 
 from server.sendqueue import TrackedQueue
+from tests.support.waiting import LOADED
 
 
 async def test_fifo_with_size_and_join() -> None:
@@ -25,7 +26,7 @@ async def test_fifo_with_size_and_join() -> None:
     assert not joined.done()  # three taken, none marked done
     for _ in range(3):
         queue.task_done()
-    await asyncio.wait_for(joined, 1)
+    await asyncio.wait_for(joined, LOADED)
     with pytest.raises(ValueError):
         queue.task_done()
 
@@ -36,8 +37,8 @@ async def test_a_waiting_getter_is_woken_in_order() -> None:
     await asyncio.sleep(0)
     queue.put_nowait(1)
     queue.put_nowait(2)
-    assert await asyncio.wait_for(first, 1) == 1
-    assert await asyncio.wait_for(second, 1) == 2
+    assert await asyncio.wait_for(first, LOADED) == 1
+    assert await asyncio.wait_for(second, LOADED) == 2
 
 
 async def test_a_getter_cancelled_after_its_wake_up_passes_the_item_on() -> None:
@@ -46,16 +47,16 @@ async def test_a_getter_cancelled_after_its_wake_up_passes_the_item_on() -> None
     await asyncio.sleep(0)
     queue.put_nowait("x")  # wakes ``first``
     first.cancel()
-    assert await asyncio.wait_for(second, 1) == "x"
+    assert await asyncio.wait_for(second, LOADED) == "x"
     assert first.cancelled()
 
 
 async def test_a_timed_out_get_leaves_no_waiter_behind() -> None:
     queue = TrackedQueue()
-    with pytest.raises(TimeoutError):
+    with pytest.raises(TimeoutError):  # nothing was put: a slow machine cannot make it arrive
         await asyncio.wait_for(queue.get(), 0.01)
     queue.put_nowait("x")
-    assert await asyncio.wait_for(queue.get(), 1) == "x"
+    assert await asyncio.wait_for(queue.get(), LOADED) == "x"
 
 
 async def test_discard_pending_empties_and_releases_join() -> None:
@@ -64,7 +65,7 @@ async def test_discard_pending_empties_and_releases_join() -> None:
         queue.put_nowait(eio_packet.Packet(eio_packet.MESSAGE, data))
     queue.discard_pending()
     assert queue.empty() and queue.size == 0
-    await asyncio.wait_for(queue.join(), 1)
+    await asyncio.wait_for(queue.join(), LOADED)
 
 
 async def test_an_idle_queue_with_its_writer_waiting_is_much_smaller_than_asyncio_queue() -> None:
