@@ -320,10 +320,9 @@ class ChannelService:
     ) -> dict[str, SyncResult]:
         """Missed events for every ``{channel: last_seq}``; every channel is authorized first.
         ``epochs`` pairs some of these positions with the epoch they were read in: a
-        position from another epoch is not recovered (``ChannelBounds.can_recover``)."""
+        position from another epoch is not recovered (``ChannelBounds.can_recover``). An
+        epoch for a channel without a position pairs with nothing and is ignored."""
         epochs = epochs or {}
-        if unknown := sorted(set(epochs) - set(positions)):
-            raise AppError(ErrorCode.BAD_REQUEST, f"epochs names channels without a position: {unknown[:5]}")
         if len(positions) > self.limits.sync_max_channels:
             raise AppError(
                 ErrorCode.BAD_REQUEST, f"at most {self.limits.sync_max_channels} channels per sync"

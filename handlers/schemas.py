@@ -18,7 +18,8 @@ from channels.models import MAX_SEQ
 # also before a final newline, as in Python's re): "t\n" is refused.
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 # any characters but control characters (a newline in an id would split log lines)
-ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
+CLIENT_MSG_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CLIENT_MSG_ID_PATTERN)]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 
@@ -105,7 +106,7 @@ class SyncBody(BaseModel):
         default_factory=dict,
         description="the epoch each position in channels was read in (from an earlier answer); "
                     "a position from another epoch is answered with recovered: false. "
-                    "Channels left out are trusted as before epochs existed",
+                    "Channels left out are trusted as before epochs existed; an entry for a channel not in channels is ignored",
     )
 
 

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from channels.names import CHANNEL_PATTERN, MAX_CHANNEL_LENGTH
 from channels.service import ServiceLimits
-from handlers.schemas import Problem
+from handlers.schemas import CLIENT_MSG_ID_PATTERN, Problem
 
 from .routes import Route
 
@@ -88,10 +88,6 @@ def _add_service_checks(schemas: dict[str, Any], limits: ServiceLimits) -> None:
         if (data := prop(model, "data")) is not None:
             data.update(propertyNames=NO_NUL, additionalProperties={"$ref": REF.format(model="StorableJson")},
                         description=DATA_TEXT)
-        if (msg_id := prop(model, "client_msg_id")) is not None:
-            for option in msg_id.get("anyOf", [msg_id]):
-                if option.get("type") == "string":
-                    option.update(NO_NUL)
     if (channels := prop("SyncBody", "channels")) is not None:
         channels.update(propertyNames=CHANNEL_SCHEMA, maxProperties=limits.sync_max_channels)
     if (channel := prop("BatchEventIn", "channel")) is not None:
@@ -165,7 +161,7 @@ def _scalar(prop: dict[str, Any]) -> dict[str, Any]:
 def _header_parameters(route: Route) -> list[dict[str, Any]]:
     return [
         {"name": name, "in": "header", "required": False, "description": text,
-         "schema": {"type": "string", "minLength": 1, "maxLength": 128}}
+         "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": CLIENT_MSG_ID_PATTERN}}
         for name, text in route.headers.items()
     ]
 
