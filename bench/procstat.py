@@ -24,9 +24,9 @@ def listen_overflows() -> int:
         lines = open("/proc/net/netstat").read().splitlines()
     except OSError:
         return 0
-    for names, values in zip(lines[::2], lines[1::2]):
+    for names, values in zip(lines[::2], lines[1::2], strict=False):
         if names.startswith("TcpExt:"):
-            table = dict(zip(names.split()[1:], values.split()[1:]))
+            table = dict(zip(names.split()[1:], values.split()[1:], strict=True))
             return int(table.get("ListenOverflows", 0))
     return 0
 

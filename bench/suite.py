@@ -51,7 +51,7 @@ def loadtest_argv(scenario: Scenario, urls: list[str], out: Path) -> list[str]:
     argv = [sys.executable, "-m", "loadtest", *scenario.args, "--channel-prefix", "bench:"]
     for url in urls:
         argv += ["--url", url]
-    return argv + ["--secret", SECRET, "--json", str(out / "result.json"), "--report", str(out / "report.html")]
+    return [*argv, "--secret", SECRET, "--json", str(out / "result.json"), "--report", str(out / "report.html")]
 
 
 def _printable(argv: list[str], out: Path) -> str:

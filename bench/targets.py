@@ -125,7 +125,7 @@ class Switchboard(Target):
         for _ in range(instances):
             port = free_port()
             self._spawn([sys.executable, "-m", "server", "serve"], {**env, "SWITCHBOARD_PORT": str(port)}, ROOT, port)
-        for url, proc in zip(self.urls, self.procs):
+        for url, proc in zip(self.urls, self.procs, strict=True):
             wait_http(url + "/readyz", proc)
         return list(self.urls)
 
@@ -146,7 +146,7 @@ class SioPeer(Target):
             argv = [sys.executable, "-m", "bench.peers.sio_peer", "--port", str(port), "--secret", SECRET,
                     "--redis", REDIS, "--prefix", prefix]
             self._spawn(argv, {}, ROOT, port)
-        for url, proc in zip(self.urls, self.procs):
+        for url, proc in zip(self.urls, self.procs, strict=True):
             wait_http(url + "/healthz", proc)
         return list(self.urls)
 
@@ -161,7 +161,7 @@ class NodePeer(Target):
             port = free_port()
             env = {"PORT": str(port), "JWT_SECRET": SECRET, "REDIS_URL": REDIS, "PREFIX": prefix}
             self._spawn(["node", "server.js"], env, NODE_PEER, port)
-        for url, proc in zip(self.urls, self.procs):
+        for url, proc in zip(self.urls, self.procs, strict=True):
             wait_http(url + "/healthz", proc)
         return list(self.urls)
 

@@ -48,7 +48,7 @@ class TokenBucket:
     one will be available (nothing is taken then): the ``retry_after`` a client gets.
     """
 
-    __slots__ = ("rate", "burst", "_tokens", "_stamp")
+    __slots__ = ("_stamp", "_tokens", "burst", "rate")
 
     def __init__(self, rate: float, burst: int, now: float | None = None) -> None:
         if rate <= 0 or burst < 1:

@@ -22,7 +22,6 @@ from .presence.tracker import PresenceTracker
 from .store.writer import GroupCommitWriter, check_storable
 from .telemetry import NullTelemetry, Telemetry
 
-
 HISTORY_READ_BYTES = 2 << 20  # most event bytes one store read of a history page may load
 
 
@@ -357,7 +356,7 @@ class ChannelService:
 class _Budget:
     """Bytes left for one answer (a history page, a sync); ``full`` once an event did not fit."""
 
-    __slots__ = ("left", "full", "taken")
+    __slots__ = ("full", "left", "taken")
 
     def __init__(self, size: int) -> None:
         self.left = size

@@ -22,8 +22,8 @@ from channels.service import ChannelService
 from channels.telemetry import NullTelemetry, Telemetry
 
 from .acks import bad_request, fail, ok
-from .context import connection_id
 from .connections import Connection, Connections
+from .context import connection_id
 from .schemas import HistoryIn, PresenceIn, PublishIn, RefreshIn, SubscribeIn, UnsubscribeIn
 
 log = logging.getLogger(__name__)

@@ -90,7 +90,7 @@ async def call(client: SimClient, event: str, data: dict[str, Any], timeout: flo
     future = await client.send_call(event, data)
     try:
         return await asyncio.wait_for(future, timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise ClientFailure("ack_timeout", f"no ack to {event} in {timeout:g}s") from None
 
 

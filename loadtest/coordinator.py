@@ -81,7 +81,7 @@ class WorkerProcess:
         """The next reply, which must be ``kind``; ``RunFailed`` on death, ``fatal`` or timeout."""
         try:
             reply = await asyncio.wait_for(self._replies.get(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RunFailed(f"worker {self.index} sent no '{kind}' within {timeout:.0f}s") from None
         if reply.get("type") != kind:
             detail = reply.get("error") or (self.stderr[-1] if self.stderr else f"exit {self.proc.returncode}")
@@ -93,7 +93,7 @@ class WorkerProcess:
             self.proc.stdin.close()
         try:
             await asyncio.wait_for(self.proc.wait(), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.proc.kill()
             await self.proc.wait()
         await asyncio.gather(*self._tasks, return_exceptions=True)

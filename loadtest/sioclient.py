@@ -64,7 +64,7 @@ class SioClient(SimClient):
                 raise self._refusal from None
             cause = exc.__cause__ or exc.__context__
             raise ClientFailure(reason_of(cause) if cause else "connect_failed", str(exc)) from None
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise ClientFailure(reason_of(exc), str(exc)) from None
 
     async def send_call(self, event: str, data: dict[str, Any]) -> asyncio.Future[Any]:

@@ -31,6 +31,7 @@ from . import __version__, keys
 from .auth import TokenVerifier, handshake_token
 from .config import Settings
 from .delivery import QueueDelivery, SendLimits
+from .inline import InlineCalls
 from .lifecycle import add_lifecycle, add_realtime_lifecycle
 from .metrics import PrometheusTelemetry, StateCollector
 from .middleware import (
@@ -41,7 +42,6 @@ from .middleware import (
     rate_limit_middleware,
 )
 from .routes import add_routes
-from .inline import InlineCalls
 from .sockets import SioControl, SlowConsumers, build_sio, client_ip
 
 

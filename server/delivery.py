@@ -26,8 +26,8 @@ from typing import Any
 
 import socketio
 from aiohttp import web
-from engineio.async_drivers import aiohttp as aiohttp_driver
 from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as aiohttp_driver
 from socketio import packet as sio_packet
 
 from channels.models import Event, PresenceChange
@@ -234,7 +234,7 @@ class SendBound:
     bound (issue 10: ``history`` replies to a client that never read).
     """
 
-    __slots__ = ("limits", "_on_over")
+    __slots__ = ("_on_over", "limits")
 
     def __init__(self, limits: SendLimits, on_over: Callable[[Any], None]) -> None:
         self.limits = limits
@@ -283,7 +283,7 @@ class QueueDelivery(Delivery):
     async def broadcast(self, channel: str, event: Event) -> None:
         pkt = _event_packet(event)
         sockets = self._sio.eio.sockets
-        for sid, eio_sid in self._sio.manager.get_participants("/", channel):
+        for _sid, eio_sid in self._sio.manager.get_participants("/", channel):
             self._put(sockets.get(eio_sid), pkt)
 
     async def send(self, conn_id: str, event: Event) -> None:

@@ -26,11 +26,11 @@ from typing import Any
 
 import engineio
 import socketio
+from aiohttp import web
 from engineio import exceptions as eio_exceptions
 from engineio import packet as eio_packet
 from engineio import payload as eio_payload
 from engineio.async_socket import AsyncSocket
-from aiohttp import web
 from socketio import packet as sio_packet
 
 from handlers.sockets import REFUSED_EVENT, RESERVED_EVENTS
@@ -65,7 +65,7 @@ class _ReadDeadline:
     """Cancels the reading task when nothing arrived for ``timeout`` seconds: one
     timer per connection, re-armed only when it fires early."""
 
-    __slots__ = ("_loop", "_task", "_timeout", "_handle", "last", "reading", "expired")
+    __slots__ = ("_handle", "_loop", "_task", "_timeout", "expired", "last", "reading")
 
     def __init__(self, timeout: float) -> None:
         self._loop = asyncio.get_running_loop()
@@ -258,7 +258,7 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         self.flusher = Flusher()
         self.pings = PingClock(self.ping_interval)
         # a copy: the driver's table is module state shared by every server
-        drivers: dict[str, Any] = getattr(self, "_async")
+        drivers: dict[str, Any] = getattr(self, "_async")  # noqa: B009  (mypy cannot type the base class attribute)
         self._async = {**drivers, "websocket": _websocket,
                        "translate_request": partial(_translate_request, drivers["translate_request"])}
         self.protocol_errors = ProtocolErrors()  # the Socket.IO server shares its own
@@ -357,7 +357,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         self,
         *args: Any,
         websocket_compression: bool = False,
-        attachments: AttachmentLimits = AttachmentLimits(),
+        attachments: AttachmentLimits | None = None,
         connect_timeout: float = 10.0,
         sessions_per_ip: int = 0,
         client_ip: Callable[[Mapping[str, Any]], str] | None = None,
@@ -372,7 +372,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         self.eio.handshakes = self.handshakes
         if client_ip is not None:
             self.eio.client_ip = client_ip
-        self.attachments = attachments
+        self.attachments = attachments or AttachmentLimits()
         self.protocol_errors: ProtocolErrors = self.eio.protocol_errors
         self._pending: dict[str, PendingBinary] = {}
         self._closing: set[asyncio.Task[None]] = set()

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import logging
-import uuid
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from channels.errors import AppError, ErrorCode
-from handlers.context import request_id
 from channels.limits import KeyedBuckets, retry_after_header
 from channels.models import Principal
+from handlers.context import request_id
 from handlers.rest import PRINCIPAL
 from handlers.schemas import Problem
 

@@ -64,7 +64,7 @@ class PendingBinary:
     """A binary packet waiting for its attachments: counts their bytes, and ends the
     connection through ``on_expired`` unless they all arrived within the timeout."""
 
-    __slots__ = ("packet", "size", "_timer")
+    __slots__ = ("_timer", "packet", "size")
 
     def __init__(self, packet: Any, timeout: float, on_expired: Callable[[], None]) -> None:
         self.packet = packet

@@ -25,7 +25,7 @@ def _packet_size(pkt: Any) -> int:
 class TrackedQueue:
     """An unbounded FIFO with ``asyncio.Queue``'s interface and wake-up rules."""
 
-    __slots__ = ("_items", "_head", "_getters", "_joiners", "_unfinished", "size")
+    __slots__ = ("_getters", "_head", "_items", "_joiners", "_unfinished", "size")
 
     def __init__(self, maxsize: int = 0) -> None:
         if maxsize:

@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
-from ..models import PresenceChange
 from ..errors import describe
+from ..models import PresenceChange
 from ..ports import Delivery
 from ..telemetry import Telemetry
 from .state import ChannelState

@@ -16,7 +16,7 @@ class OrderBuffer:
     """Not started (``head == -1``) until ``start`` gives the channel's head at
     activation: events offered before that are kept and sorted out then."""
 
-    __slots__ = ("head", "_pending")
+    __slots__ = ("_pending", "head")
 
     def __init__(self) -> None:
         self.head = -1  # highest seq released; everything at or below it is a duplicate

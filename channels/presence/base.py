@@ -163,7 +163,7 @@ class PresenceBase(Presence):
             self._found_dead(identity)
             return
         self._report([PresenceChange(op.channel, op.user, "join")
-                      for op, n in zip(ops, results) if op.restore and op.kind == "join" and n == 1])
+                      for op, n in zip(ops, results, strict=True) if op.restore and op.kind == "join" and n == 1])
 
     def _found_dead(self, identity: str) -> None:
         if identity == self.identity and not self._dead:

@@ -114,6 +114,6 @@ class Batcher:
             self._applied(identity, ops, outcome)
         except Exception:
             log.exception("presence batch bookkeeping failed")
-        for p, result in zip(batch, outcome):
+        for p, result in zip(batch, outcome, strict=True):
             if not p.future.done():
                 p.future.set_result(result)

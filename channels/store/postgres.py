@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -50,7 +50,7 @@ _DRIVER_ERRORS = (
     OSError,
 )
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
 
 _COLUMNS = "id::text, channel, seq, type, data::text, sender, client_msg_id, created_at"
@@ -380,7 +380,7 @@ def _rows(items: Sequence[NewEvent], ids: Sequence[str]) -> str:
     encodes element by element, cost a third more of the append's Python time."""
     try:
         return dumps([{"c": item.channel, "i": id, "t": item.type, "d": item.data, "u": item.sender,
-                       "m": item.client_msg_id} for item, id in zip(items, ids)]).decode()
+                       "m": item.client_msg_id} for item, id in zip(items, ids, strict=True)]).decode()
     except TypeError as exc:  # orjson: integers beyond 64 bits, lone surrogates, non-JSON types
         raise AppError(ErrorCode.BAD_REQUEST, f"event data is not storable JSON: {exc}") from exc
 

@@ -149,7 +149,7 @@ class AppendPlan:
     def results(self, created: Sequence[Event]) -> list[Appended]:
         """One ``Appended`` per batch item, aligned with the batch."""
         out: list[Appended] = []
-        for slot, repeat in zip(self._slots, self._repeats):
+        for slot, repeat in zip(self._slots, self._repeats, strict=True):
             event = slot if isinstance(slot, Event) else created[slot]
             out.append(Appended(event, duplicate=repeat))
         return out

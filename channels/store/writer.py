@@ -171,7 +171,7 @@ class GroupCommitWriter:
             return
         self._telemetry.batch_committed(len(batch), time.perf_counter() - started)
         self._notify([r.event for r in results if not r.duplicate])
-        for pending, result in zip(batch, results):
+        for pending, result in zip(batch, results, strict=True):
             if not pending.future.done():
                 pending.future.set_result(result)
 

@@ -112,7 +112,7 @@ class WorkerContext:
         if remaining > 0:
             try:
                 await asyncio.wait_for(self.stopping.wait(), remaining)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
 

@@ -158,7 +158,7 @@ class FanoutScenario(WorkerScenario):
                 await self.ctx.sleep_until(start + n / rate)
             try:
                 await asyncio.wait_for(window.acquire(), spec.ack_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 meter.failed(meter.publish_failures, "ack_timeout", f"window of {spec.window} full for {spec.ack_timeout:g}s")
                 return
             channel, sent = spec.channel(j + n * spec.publishers), time.time()
@@ -175,13 +175,14 @@ class FanoutScenario(WorkerScenario):
 
     async def _settle(self, window: asyncio.Semaphore) -> None:
         """Wait (bounded) for this publisher's outstanding acks."""
-        waited = 0
+        acquired = 0
         try:
             async with asyncio.timeout(self.spec.ack_timeout):
-                for waited in range(1, self.spec.window + 1):
+                while acquired < self.spec.window:
                     await window.acquire()
+                    acquired += 1
         except TimeoutError:
-            missing = self.spec.window - waited + 1
+            missing = self.spec.window - acquired
             self.meter.failed(self.meter.publish_failures, "ack_timeout", f"{missing} publishes never acked")
 
     def _acked(self, channel: str, sent: float, window: asyncio.Semaphore, future: asyncio.Future[Any]) -> None:

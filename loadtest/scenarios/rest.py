@@ -62,7 +62,7 @@ class RestScenario(WorkerScenario):
                                                 **kwargs) as resp:
                 body = await resp.json(content_type=None) if resp.status < 300 else await resp.read()
                 status = str(resp.status)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
             self.meter.failed(self.meter.statuses, reason_of(exc), str(exc))
             return None
         if status.startswith("2"):

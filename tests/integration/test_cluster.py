@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+
 import aiohttp
 import socketio
 
@@ -47,7 +48,7 @@ async def test_every_subscriber_gets_every_seq_once_in_order_across_instances(cl
     assert sorted(s for seqs in acked for s in seqs) == list(range(1, EVENTS + 1))
     for seqs in acked:  # one connection's publishes commit in the order it sent them
         assert seqs == sorted(seqs)
-    for client, rec in subscribers:
+    for _client, rec in subscribers:
         await rec.wait_for_seq(CHANNEL, EVENTS)
         assert rec.seqs(CHANNEL) == list(range(1, EVENTS + 1))
     for client in [c for c, _ in subscribers] + publishers:

@@ -24,7 +24,6 @@ import asyncio
 import base64
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Coroutine, Iterator

@@ -137,7 +137,7 @@ async def test_new_connections_per_ip(cluster: ServerFactory, limits_env: dict[s
     error = await refused(server, "10.0.1.1", token("u3"))
     assert error["code"] == "too_many_connections" and 0 < error["retry_after"] <= 1 / rate
     other_ip, _ = await connect_from(server, "10.0.1.2", token("u4"))  # another address is not affected
-    for c in clients + [other_ip]:
+    for c in [*clients, other_ip]:
         assert c.connected
         await c.disconnect()
 

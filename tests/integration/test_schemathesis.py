@@ -14,9 +14,7 @@ run sets it to a few hundred.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest

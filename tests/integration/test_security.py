@@ -122,7 +122,7 @@ MALFORMED: list[tuple[str, tuple[Any, ...], str]] = [
 
 
 async def test_malformed_calls_get_error_acks_and_the_connection_keeps_working(server: ServerProcess) -> None:
-    client, rec = await connect(server.url, alice())
+    client, _rec = await connect(server.url, alice())
     bystander, brec = await connect(server.url, alice())
     assert (await call(bystander, "subscribe", {"channel": "chat:calm"}))["ok"]
     for event, args, code in MALFORMED:

@@ -143,7 +143,8 @@ async def test_direct_only_while_nothing_is_queued_so_order_with_acks_holds() ->
     socket.queue.put_nowait(ack)  # an ack waits for the engineio writer
     await delivery.broadcast("chat:1", event(2))
     assert socket.queue.qsize() == 2  # queued behind the ack, not ahead of it
-    assert [p.encode() for p in [socket.queue.get_nowait(), socket.queue.get_nowait()]][0] == "4" + ack.data
+    first, _second = socket.queue.get_nowait(), socket.queue.get_nowait()
+    assert first.encode() == "4" + ack.data
     assert not slow
 
 

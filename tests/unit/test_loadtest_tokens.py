@@ -48,7 +48,7 @@ def test_token_file_round_robin_skips_blanks_and_comments(tmp_path: Path) -> Non
 def test_an_empty_token_file_is_an_error_naming_it(tmp_path: Path) -> None:
     path = tmp_path / "empty.txt"
     path.write_text("# nothing\n")
-    with pytest.raises(ValueError, match="empty.txt"):
+    with pytest.raises(ValueError, match=r"empty\.txt"):
         FileTokens.load(path)
 
 
