@@ -39,7 +39,7 @@ InlineHandler = Callable[[str, tuple[object, ...], Reply | None], None]
 # and the catch-all "*"), and connect_error, which Socket.IO reserves for the server.
 # From a client they would re-run the connect or disconnect handler of its own
 # connection (a second admission, a departure that leaves it connected), so the
-# transport (server/engine.py) hands them over as ``REFUSED_EVENT`` instead.
+# transport (server/socketio_server.py) hands them over as ``REFUSED_EVENT`` instead.
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "*", *socketio.AsyncServer.reserved_events})
 # A name no call has; a client sending it gets the same refusal.
 REFUSED_EVENT = "\x00refused"

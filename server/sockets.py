@@ -19,8 +19,8 @@ from handlers.sockets import SocketHandlers
 
 from .config import Settings
 from .delivery import cut_off
-from .engine import LeanSocketIO
 from .protocol import AttachmentLimits
+from .socketio_server import LeanSocketIO
 
 log = logging.getLogger(__name__)
 NAMESPACE = "/"

@@ -8,8 +8,9 @@ from typing import Any
 
 from engineio import packet as eio_packet
 
-from server.engine import PingClock, _ReadDeadline
+from server.engine import PingClock
 from server.sendqueue import TrackedQueue
+from server.websocket import _ReadDeadline
 from tests.support.waiting import LOADED, eventually
 
 
@@ -99,7 +100,7 @@ async def test_a_read_deadline_cancels_only_a_silent_reader_and_takes_its_cancel
 
 
 async def test_an_admitted_connect_leaves_only_the_handshake_keys_a_later_connect_reads() -> None:
-    from server.engine import LeanSocketIO
+    from server.socketio_server import LeanSocketIO
 
     sio = LeanSocketIO(async_mode="aiohttp")
     seen: list[dict[str, Any]] = []
