@@ -121,7 +121,8 @@ class Switchboard(Target):
                # a benchmark measures capacity: thousands of sockets from one address and
                # publishers far above a phone's rate are the point, not abuse to refuse
                "SWITCHBOARD_LIMIT_PUBLISH_RATE": "0", "SWITCHBOARD_LIMIT_CONNECT_RATE": "0",
-               "SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER": "0", "SWITCHBOARD_LIMIT_REST_RATE": "0"}
+               "SWITCHBOARD_LIMIT_CONNECTIONS_PER_USER": "0", "SWITCHBOARD_LIMIT_REST_RATE": "0",
+               "SWITCHBOARD_LIMIT_CALL_RATE": "0", "SWITCHBOARD_LIMIT_PENDING_SESSIONS_PER_IP": "0"}
         for _ in range(instances):
             port = free_port()
             self._spawn([sys.executable, "-m", "server", "serve"], {**env, "SWITCHBOARD_PORT": str(port)}, ROOT, port)

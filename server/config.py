@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     max_attachments: int = Field(default=4, ge=0)  # binary attachments per Socket.IO packet; 0: none
     attachment_timeout: float = Field(default=10.0, gt=0)  # for all of a packet's attachments to arrive
     connect_timeout: float = Field(default=10.0, gt=0)  # from an Engine.IO session's open to its `40`
-    limit_pending_sessions_per_ip: int = Field(default=100, ge=0)  # sessions not yet connected, per client IP
+    limit_pending_sessions_per_ip: int = Field(default=1000, ge=0)  # sessions not yet connected, per client IP
     server_batch_max_events: int = Field(default=500, ge=1)  # POST /api/v1/server/publish
     server_batch_max_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
