@@ -7,7 +7,7 @@ import asyncio
 import aiohttp
 import socketio
 
-from tests.support.clients import Recorder, call, connect
+from tests.support.clients import Recorder, call, connect, publish_many
 from tests.support.servers import ServerFactory, make_token
 from tests.support.waiting import eventually
 
@@ -18,15 +18,6 @@ PUBLISHERS = 4
 
 def token(sub: str = "alice") -> str:
     return make_token(sub, channels=["chat:*"])
-
-
-async def publish_many(client: socketio.AsyncClient, channel: str, count: int, tag: str) -> list[int]:
-    seqs = []
-    for i in range(count):
-        ack = await call(client, "publish", {"channel": channel, "type": "msg", "data": {"from": tag, "i": i}})
-        assert ack["ok"], ack
-        seqs.append(ack["seq"])
-    return seqs
 
 
 async def test_every_subscriber_gets_every_seq_once_in_order_across_instances(cluster: ServerFactory) -> None:

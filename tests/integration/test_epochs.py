@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import socketio
 
-from tests.support.clients import Recorder, call, connect
+from tests.support.clients import Recorder, call, connect, publish_many
 from tests.support.servers import REPO_ROOT, ServerFactory, ServerProcess, make_token
 
 CHANNEL = "chat:epoch"
@@ -28,12 +28,7 @@ def token(sub: str = "alice") -> str:
 
 
 async def publish(client: socketio.AsyncClient, count: int, tag: str) -> list[int]:
-    seqs = []
-    for i in range(count):
-        ack = await call(client, "publish", {"channel": CHANNEL, "type": "msg", "data": {"tag": tag, "i": i}})
-        assert ack["ok"], ack
-        seqs.append(ack["seq"])
-    return seqs
+    return await publish_many(client, CHANNEL, count, tag)
 
 
 async def resubscribe(server: ServerProcess, position: dict[str, Any]) -> tuple[dict[str, Any], Recorder, socketio.AsyncClient]:

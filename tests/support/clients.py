@@ -80,3 +80,13 @@ async def connect(url: str, token: str | None, recorder: Recorder | None = None,
 async def call(client: socketio.AsyncClient, event: str, *args: Any, timeout: float = LOADED) -> Any:
     """Emit with an ack and return the ack payload."""
     return await client.call(event, args[0] if len(args) == 1 else args, timeout=timeout) if args else await client.call(event, timeout=timeout)
+
+
+async def publish_many(client: socketio.AsyncClient, channel: str, count: int, tag: str) -> list[int]:
+    """Publish ``count`` events one after another (``data: {from: tag, i}``); their seqs."""
+    seqs = []
+    for i in range(count):
+        ack = await call(client, "publish", {"channel": channel, "type": "msg", "data": {"from": tag, "i": i}})
+        assert ack["ok"], ack
+        seqs.append(ack["seq"])
+    return seqs
