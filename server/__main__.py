@@ -7,11 +7,14 @@ import asyncio
 import gc
 import json
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from functools import partial
 
 from .config import ConfigError, Settings, load_settings
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 log = logging.getLogger("server")
 
@@ -94,6 +97,7 @@ def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:
     app = create_app(settings)
     if settings.gc_threshold:
         app.on_startup.append(partial(_tune_gc, threshold=settings.gc_threshold))
+    app.on_startup.append(_stop_once)
     log.info("store %s, broker %s", _scheme(settings.database_url), _scheme(settings.redis_url))
     web.run_app(
         app,
@@ -105,6 +109,29 @@ def serve_forever(settings: Settings, *, reuse_port: bool = False) -> None:
         shutdown_timeout=settings.shutdown_timeout,
         print=lambda msg: log.info("%s", msg.strip()),
     )
+
+
+async def _stop_once(_: object) -> None:
+    """SIGTERM or SIGINT stops the server once (aiohttp's graceful exit); after that,
+    while it drains and closes, further ones are logged and ignored. aiohttp would
+    raise its GracefulExit again, and run_app then cancels the shutdown midway:
+    cleanup contexts cut off, a traceback, exit status 1. SIGKILL still stops at once."""
+    from aiohttp.web import GracefulExit
+
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for again in STOP_SIGNALS:
+            loop.add_signal_handler(again, log.info, "already shutting down: %s ignored (SIGKILL stops at once)",
+                                    again.name)
+        log.info("shutting down: draining connections and commits")
+        raise GracefulExit()
+
+    try:
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, stop)  # replaces run_app's own handler
+    except NotImplementedError:  # no signal handlers on this platform's loop: run_app's stay
+        pass
 
 
 async def _migrate(settings: Settings) -> int:

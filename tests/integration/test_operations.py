@@ -13,6 +13,7 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.clients import call, connect, new_client
+from tests.support.rawsocket import RawSocket
 from tests.support.servers import ServerFactory, ServerProcess, make_token
 from tests.support.waiting import LOADED, eventually
 
@@ -164,6 +165,28 @@ async def test_sigterm_drains_and_clients_recover_on_the_other_instance(cluster:
     for roamer in roamers:
         if roamer.client is not None and roamer.client.connected:
             await roamer.client.disconnect()
+
+
+async def test_a_second_sigterm_while_draining_is_ignored_and_the_server_still_exits_cleanly(
+    cluster: ServerFactory,
+) -> None:
+    """A second SIGTERM during shutdown raised aiohttp's GracefulExit again: run_app
+    cancelled the shutdown midway (cleanup contexts cut off, a CleanupError traceback,
+    exit status 1). Seen when a supervisor or a person signals twice."""
+    server = await cluster.start(SWITCHBOARD_SHUTDOWN_TIMEOUT="4")
+    # a client that stops reading holds the drain (its close handshake is never answered)
+    stalled = await RawSocket.connect(server.url, token("stalled"))
+    server.proc.send_signal(signal.SIGTERM)
+    await eventually(lambda: "shutting down: draining" in server.log_path.read_text(errors="replace"),
+                     what="the shutdown to begin")
+    assert server.proc.poll() is None, server.log_tail()
+    server.proc.send_signal(signal.SIGTERM)
+    await eventually(lambda: server.proc.poll() is not None, what="the server to exit")
+    log = server.log_path.read_text(errors="replace")
+    assert server.proc.returncode == 0, server.log_tail()
+    assert "already shutting down: SIGTERM ignored" in log, server.log_tail()
+    assert "Traceback" not in log and "CleanupError" not in log, server.log_tail()
+    await stalled.close()
 
 
 async def _retention_case(server: ServerProcess, expect_first: int, publish: int) -> None:
