@@ -300,13 +300,17 @@ async def test_a_busy_instance_stays_alive_while_its_work_outlasts_the_timeout(m
     if lag.could_heartbeat(busy.presence):
         assert busy.presence.identity == identity, f"declared dead with a loop lag of {lag.worst:.3f}s"
         assert sum(firsts) == 1300 and busy.changes.seen == [] and other.changes.seen == []
-    else:  # the process itself stalled past the deadline: it must come back whole
-        await eventually(lambda: _all_reaped_but(busy, identity), 10 * SLOW, "its re-registration")
+    else:  # the process itself stalled near or past the deadline: whole either way
+        await eventually(lambda: _settled(busy), 20.0, "its re-registration, or its heartbeat in time")
     assert sum([(await other.presence.stats(f"chat:{i}")).users for i in range(7)]) == 1300
 
 
-async def _all_reaped_but(node: Node, old: str) -> bool:
-    return node.presence.identity != old and await node.presence._b_expired() == []
+async def _settled(node: Node) -> bool:
+    """Nothing expired and the node not marked dead: it either beat its deadline after
+    all, or was declared dead, re-registered under a new identity and had the old one
+    reaped (``could_heartbeat`` keeps a margin, so a stall near the deadline is either)."""
+    p = node.presence
+    return not (p._dead or p._dirty) and await p._b_expired() == []
 
 
 @dataclass
