@@ -44,8 +44,9 @@ class TokenVerifier:
         """The principal a token proves, or ``AppError`` with missing_token / invalid_token / token_expired."""
         if not token:
             raise AppError(ErrorCode.MISSING_TOKEN, "a JWT is required")
-        key = self._key_for(token)
-        _require_numeric_dates(token)
+        unverified = _unverified(token)  # read once, for the key and the date claims' types
+        key = self._key_for(unverified["header"])
+        _require_numeric_dates(unverified["payload"])
         try:
             claims = jwt.decode(
                 token,
@@ -62,11 +63,8 @@ class TokenVerifier:
             raise AppError(ErrorCode.INVALID_TOKEN, f"token rejected: {exc}") from None
         return principal_from_claims(claims)
 
-    def _key_for(self, token: str) -> str:
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError as exc:
-            raise AppError(ErrorCode.INVALID_TOKEN, f"malformed token: {exc}") from None
+    def _key_for(self, header: Mapping[str, Any]) -> str:
+        alg = header.get("alg")
         if alg not in self._algorithms:
             raise AppError(ErrorCode.INVALID_TOKEN, f"algorithm {alg!r} is not accepted")
         key = self._secret if alg in HMAC_ALGORITHMS else self._public_key
@@ -79,15 +77,19 @@ _NUMERIC_DATES = ("exp", "nbf", "iat")
 _MAX_NUMERIC_DATE = 2**53  # seconds; beyond, floats are inexact (and float(10**400) raises)
 
 
-def _require_numeric_dates(token: str) -> None:
+def _unverified(token: str) -> dict[str, Any]:
+    """The token's header and claims as written (``header``, ``payload``), nothing verified."""
+    try:
+        return jwt.decode_complete(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise AppError(ErrorCode.INVALID_TOKEN, f"malformed token: {exc}") from None
+
+
+def _require_numeric_dates(claims: Mapping[str, Any]) -> None:
     """``exp``, ``nbf`` and ``iat`` must be JSON numbers (RFC 7519 NumericDate). PyJWT
     would take ``"exp": "1700000000"`` (and ``true`` as 1), and fail with an
     ``OverflowError`` on ``Infinity``. Checked on the unverified claims, before the
     signature: ``jwt.decode`` verifies everything else right after."""
-    try:
-        claims = jwt.decode(token, options={"verify_signature": False})
-    except jwt.PyJWTError as exc:
-        raise AppError(ErrorCode.INVALID_TOKEN, f"malformed token: {exc}") from None
     for name in _NUMERIC_DATES:
         value = claims.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
