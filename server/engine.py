@@ -122,12 +122,22 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
                 # GET to drain the queue: the POST was never answered
                 self.protocol_errors.report(socket.sid, ProtocolError(
                     "unknown_packet", f"Engine.IO packet type {kind} is not sent by polling clients", close=True))
-                await socket.close(wait=False, abort=False, reason=self.reason.TRANSPORT_ERROR)
-                self.sockets.pop(sid, None)  # a later request is an unknown session (400)
+                await self.end_session(socket.sid, self.reason.TRANSPORT_ERROR)
                 return web.Response(status=400, text='"Bad Request"', content_type="text/plain")
             request[_BODY] = body
         response: web.StreamResponse = await super().handle_request(request)
         return response
+
+    async def end_session(self, sid: str, reason: Any) -> None:
+        """Close the session (its disconnect handlers run with ``reason``) and its transport:
+        the CLOSE packet goes out behind what it was sent, then the websocket closes or
+        a waiting poll answers; a later request is an unknown session (400)."""
+        socket = self.sockets.get(sid)
+        if socket is None or socket.closed or socket.closing:
+            return
+        await socket.close(wait=False, abort=False, reason=reason)
+        socket.queue.put_nowait(None)  # ends the websocket's writer (or a poll), which then closes it
+        self.sockets.pop(sid, None)
 
     async def send_packet(self, sid: str, pkt: eio_packet.Packet) -> None:
         """engineio's send, within the socket's send bound: python-socketio sends every

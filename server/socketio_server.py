@@ -136,9 +136,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         self.protocol_errors.report(eio_sid, ProtocolError(
             "attachment_timeout", f"binary attachments not complete within {self.attachments.timeout:g}s", close=True))
         self._drop_pending(eio_sid)
-        task = asyncio.get_running_loop().create_task(self._end_session(eio_sid))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._end_session_soon(eio_sid)
 
     def _drop_pending(self, eio_sid: str) -> None:
         pending = self._pending.pop(eio_sid, None)
@@ -146,14 +144,13 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
             pending.cancel()
 
     async def _end_session(self, eio_sid: str) -> None:
-        """Close the Engine.IO session (its disconnect handlers run) and its transport:
-        the CLOSE packet goes out behind what it was sent, then the websocket closes."""
-        socket = self.eio.sockets.get(eio_sid)
-        if socket is None or socket.closed or socket.closing:
-            return
-        await socket.close(wait=False, abort=False, reason=self.reason.SERVER_DISCONNECT)
-        socket.queue.put_nowait(None)  # ends the websocket's writer, which then closes it
-        self.eio.sockets.pop(eio_sid, None)  # a later poll or POST is an unknown session (400)
+        await self.eio.end_session(eio_sid, self.reason.SERVER_DISCONNECT)
+
+    def _end_session_soon(self, eio_sid: str) -> None:
+        """``_end_session`` from a timer callback: a task kept until it is done."""
+        task = asyncio.get_running_loop().create_task(self._end_session(eio_sid))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     async def _handle_eio_connect(self, eio_sid: str, environ: dict[str, Any]) -> None:
         await super()._handle_eio_connect(eio_sid, environ)
@@ -164,9 +161,7 @@ class LeanSocketIO(socketio.AsyncServer):  # type: ignore[misc]
         logged: a phone that lost its network mid-handshake looks the same)."""
         if self.protocol_errors.count is not None:
             self.protocol_errors.count("connect_timeout")
-        task = asyncio.get_running_loop().create_task(self._end_session(eio_sid))
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
+        self._end_session_soon(eio_sid)
 
     async def _handle_eio_disconnect(self, eio_sid: str, reason: Any = None) -> None:
         self.handshakes.done(eio_sid)
