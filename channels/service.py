@@ -281,7 +281,7 @@ class ChannelService:
         return HistoryPage(events, bounds.head, bounds.first, last if more else None, bounds.epoch)
 
     async def _read_forward(
-        self, channel: str, after: int, before: int | None, limit: int, chunk: int, budget: _Budget
+        self, channel: str, after: int, before: int, limit: int, chunk: int, budget: _Budget
     ) -> list[Event]:
         out: list[Event] = []
         while len(out) < limit:
@@ -297,7 +297,7 @@ class ChannelService:
         return out
 
     async def _read_backward(
-        self, channel: str, before: int | None, limit: int, chunk: int, budget: _Budget
+        self, channel: str, before: int, limit: int, chunk: int, budget: _Budget
     ) -> list[Event]:
         out: list[Event] = []  # newest first until the end
         while len(out) < limit:
