@@ -102,9 +102,9 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
         session that has closed, and a polling body that is not an Engine.IO payload."""
         sid = request.query.get("sid")
         socket = self.sockets.get(sid) if sid is not None else None
-        if sid is None and request.method == "GET" and self._too_many_sessions(request):
+        if sid is None and request.method == "GET" and (retry := self._too_many_sessions(request)):
             return web.Response(status=429, text='"too many sessions from your address"', content_type="text/plain",
-                                headers={"Retry-After": str(max(1, round(self.handshakes.timeout if self.handshakes else 1)))})
+                                headers={"Retry-After": str(retry)})
         if socket is not None and socket.closed:
             # engineio's _get_socket drops it too, but raising KeyError where a POST
             # does not catch it; unknown, it is an "Invalid session" (400)
@@ -151,16 +151,17 @@ class LeanEngineIO(engineio.AsyncServer):  # type: ignore[misc]
                 return
         await super().send_packet(sid, pkt)
 
-    def _too_many_sessions(self, request: web.Request) -> bool:
-        """A new session from an address that holds its cap of sessions not yet connected."""
+    def _too_many_sessions(self, request: web.Request) -> int:
+        """For a new session from an address that holds its cap of sessions not yet
+        connected: the seconds to retry after (one connect deadline); else 0."""
         if self.handshakes is None:
-            return False
+            return 0
         environ = {"aiohttp.request": request, "HTTP_X_FORWARDED_FOR": request.headers.get("X-Forwarded-For", "")}
         if not self.handshakes.full(self.client_ip(environ)):
-            return False
+            return 0
         if self.refused is not None:
             self.refused("too_many_sessions")
-        return True
+        return max(1, round(self.handshakes.timeout))
 
     def create_queue(self, *args: Any, **kwargs: Any) -> TrackedQueue:
         return TrackedQueue(*args, **kwargs)

@@ -47,9 +47,6 @@ class Handshakes:
         else:
             del self._open[ip]
 
-    def pending(self) -> int:
-        return len(self._ip_of)
-
     def _expire(self, eio_sid: str) -> None:
         if eio_sid in self._ip_of:  # still not connected
             self.done(eio_sid)
