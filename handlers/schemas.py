@@ -18,8 +18,7 @@ from channels.models import MAX_SEQ
 # also before a final newline, as in Python's re): "t\n" is refused.
 EventType = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 # any characters but control characters (a newline in an id would split log lines)
-CLIENT_MSG_ID_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]+$"
-ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=CLIENT_MSG_ID_PATTERN)]
+ClientMsgId = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")]
 Seq = Annotated[int, Field(ge=0, le=MAX_SEQ)]
 
 

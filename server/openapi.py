@@ -7,12 +7,12 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import models_json_schema
 
 from channels.names import CHANNEL_PATTERN, MAX_CHANNEL_LENGTH
 from channels.service import ServiceLimits
-from handlers.schemas import CLIENT_MSG_ID_PATTERN, Problem
+from handlers.schemas import ClientMsgId, Problem
 
 from .routes import Route
 
@@ -158,10 +158,13 @@ def _scalar(prop: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# the one header a route takes, Idempotency-Key, is a client_msg_id: the same schema
+_HEADER_SCHEMA: dict[str, Any] = TypeAdapter(ClientMsgId).json_schema()
+
+
 def _header_parameters(route: Route) -> list[dict[str, Any]]:
     return [
-        {"name": name, "in": "header", "required": False, "description": text,
-         "schema": {"type": "string", "minLength": 1, "maxLength": 128, "pattern": CLIENT_MSG_ID_PATTERN}}
+        {"name": name, "in": "header", "required": False, "description": text, "schema": _HEADER_SCHEMA}
         for name, text in route.headers.items()
     ]
 
